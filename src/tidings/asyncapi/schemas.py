@@ -1,0 +1,64 @@
+"""Turning a document's payload schemas into compiled validators.
+
+A payload schema may ``$ref`` other parts of the document or other files. The compiled validator
+(jsonschema-rs) must not go looking for them itself (no network, no file access of its own), so we
+*bundle* first: every referenced schema is copied once under ``#/$tidings/<n>`` and each ``$ref`` is
+rewritten to point there. Recursive schemas stay recursive; nothing is expanded twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema_rs
+
+from tidings.asyncapi.document import Document
+from tidings.errors import ReferenceError_
+
+BUNDLE_KEY = "$tidings"
+
+
+def bundle_schema(doc: Document, schema: Any, file: str | None = None) -> Any:
+    """A self-contained copy of ``schema`` (plain dicts/lists) with all references made internal."""
+    definitions: dict[str, Any] = {}
+    names: dict[tuple[str, int], str] = {}
+    resolver = doc.resolver
+
+    def copy(node: Any, base: str) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node and isinstance(node["$ref"], str):
+                ref = node["$ref"]
+                try:
+                    target = resolver.resolve(ref, resolver.file_of(node, base), getattr(node, "loc", None))
+                except ReferenceError_:
+                    return {}  # a broken reference is reported by validation; here it matches anything
+                key = (target.file, id(target.value))
+                name = names.get(key)
+                if name is None:
+                    name = names[key] = f"r{len(names)}"
+                    definitions[name] = None  # reserve, so a cycle finds the name
+                    definitions[name] = copy(target.value, target.file)
+                return {"$ref": f"#/{BUNDLE_KEY}/{name}"}
+            return {str(k): copy(v, base) for k, v in node.items()}
+        if isinstance(node, list):
+            return [copy(v, base) for v in node]
+        return node
+
+    root_file = resolver.file_of(schema, file or doc.key)
+    out = copy(schema, root_file)
+    if definitions:
+        if not isinstance(out, dict):
+            return out
+        if "$ref" in out:
+            # draft-07 ignores siblings of $ref, so wrap instead of adding a sibling
+            out = {"allOf": [out]}
+        out[BUNDLE_KEY] = definitions
+    return out
+
+
+def compile_schema(schema: Any, *, formats: bool = True) -> Any:
+    """A compiled draft-07 validator for a bundled schema; raises ``ValueError`` if the schema is broken."""
+    return jsonschema_rs.Draft7Validator(schema, validate_formats=formats)
+
+
+__all__ = ["BUNDLE_KEY", "bundle_schema", "compile_schema"]

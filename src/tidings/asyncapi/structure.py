@@ -1,0 +1,503 @@
+"""A small declarative language for the shape of AsyncAPI objects, and the walker that checks it.
+
+The specification text describes every object as a table of fixed fields, patterned fields and
+"this field may be a Reference Object". :mod:`tidings.asyncapi.spec2` and :mod:`tidings.asyncapi.spec3`
+transcribe those tables into :class:`Obj` values; :class:`Checker` walks a loaded document against them,
+follows ``$ref`` where the specification allows one, and reports, in words a person can act on, every
+place the document departs from the tables.
+
+Fields carry the minor version that introduced them (``since``), so one table serves 2.0.0 to 2.6.0 and
+a 2.2.0 document using a 2.5.0 field is told exactly that.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tidings.asyncapi.diagnostics import Diagnostic, Path, Severity
+from tidings.asyncapi.source import YList, YMap, location_of
+from tidings.errors import Location, ReferenceError_
+
+if TYPE_CHECKING:
+    from tidings.asyncapi.refs import Resolver
+
+Version = tuple[int, int, int]
+EXTENSION = re.compile(r"^x-")
+
+
+def kind_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a string"
+
+
+def vtext(v: Version) -> str:
+    return ".".join(map(str, v))
+
+
+class Spec:
+    """The expected shape of one value."""
+
+    name = "value"
+    #: may a Reference Object stand in place of this value?
+    refable = False
+
+    def check(self, ck: Checker, node: Any, path: Path, file: str) -> None:
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class Field:
+    spec: Spec | Callable[[], Spec]
+    since: Version | None = None
+    until: Version | None = None
+
+    def resolved(self) -> Spec:
+        s = self.spec
+        if isinstance(s, Spec):
+            return s
+        self.spec = s = s()
+        return s
+
+
+def F(spec: Spec | Callable[[], Spec], since: str | None = None, until: str | None = None) -> Field:
+    def parse(v: str | None) -> Version | None:
+        if v is None:
+            return None
+        a, b, c = (int(x) for x in v.split("."))
+        return (a, b, c)
+
+    return Field(spec, parse(since), parse(until))
+
+
+class Scalar(Spec):
+    def __init__(
+        self,
+        name: str,
+        accepts: Callable[[Any], bool],
+        *,
+        enum: Iterable[Any] | None = None,
+        pattern: str | None = None,
+        pattern_desc: str = "",
+        min_value: float | None = None,
+    ) -> None:
+        self.name = name
+        self.accepts = accepts
+        self.enum = tuple(enum) if enum is not None else None
+        self.pattern = re.compile(pattern) if pattern else None
+        self.pattern_desc = pattern_desc
+        self.min_value = min_value
+
+    def check(self, ck: Checker, node: Any, path: Path, file: str) -> None:
+        if not self.accepts(node):
+            ck.error("structure-type", f"{_label(path)} must be {self.name}, got {kind_of(node)}", path)
+            return
+        if self.enum is not None and node not in self.enum:
+            options = ", ".join(map(str, self.enum))
+            hint = _did_you_mean(str(node), [str(e) for e in self.enum])
+            ck.error("structure-enum", f"{_label(path)} is {node!r}; allowed values: {options}{hint}", path)
+        if self.pattern is not None and not self.pattern.search(node):
+            ck.error("structure-pattern", f"{_label(path)} {node!r} is not {self.pattern_desc}", path)
+        if self.min_value is not None and node < self.min_value:
+            ck.error("structure-range", f"{_label(path)} must be at least {self.min_value:g}", path)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+
+
+def Str(*, enum: Iterable[str] | None = None, pattern: str | None = None, pattern_desc: str = "") -> Scalar:
+    return Scalar("a string", _is_str, enum=enum, pattern=pattern, pattern_desc=pattern_desc)
+
+
+STR = Str()
+URI = Str(pattern=r"^[A-Za-z][A-Za-z0-9+.\-]*:", pattern_desc="an absolute URI")
+URI_REF = STR
+EMAIL = Str(pattern=r"^[^@\s]+@[^@\s]+$", pattern_desc="an email address")
+BOOL = Scalar("a boolean", lambda v: isinstance(v, bool))
+NUM = Scalar("a number", _is_num)
+NONNEG_INT = Scalar("a non-negative integer", _is_int, min_value=0)
+POS_NUM = Scalar("a number greater than 0", lambda v: _is_num(v) and v > 0)
+STR_OR_NULL = Scalar("a string or null", lambda v: v is None or isinstance(v, str))
+RUNTIME_EXPRESSION = Str(
+    pattern=r"^\$message\.(header|payload)(#(/([^/~]|~[01])*)*)?$",
+    pattern_desc="a runtime expression like $message.payload#/user/id",
+)
+
+
+class AnyValue(Spec):
+    name = "any value"
+
+    def check(self, ck: Checker, node: Any, path: Path, file: str) -> None:
+        return
+
+
+ANY = AnyValue()
+
+
+class Obj(Spec):
+    """An object with fixed fields, optionally patterned fields, and ``x-`` extensions."""
+
+    def __init__(
+        self,
+        name: str,
+        fields: dict[str, Field],
+        *,
+        required: Iterable[str] = (),
+        patterned: Iterable[tuple[str, Field]] = (),
+        extensions: bool = True,
+        additional: Field | None = None,
+        refable: bool = False,
+        ref_since: str | None = None,
+        extra: Callable[[Checker, YMap, Path, str], None] | None = None,
+        closed: bool = True,
+    ) -> None:
+        self.name = name
+        self.fields = fields
+        self.required = tuple(required)
+        self.patterned = [(re.compile(p), f) for p, f in patterned]
+        self.extensions = extensions
+        self.additional = additional
+        self.refable = refable
+        self.ref_since: Version | None = (
+            tuple(int(x) for x in ref_since.split(".")) if ref_since else None  # type: ignore[assignment]
+        )
+        self.extra = extra
+        self.closed = closed
+
+    def check(self, ck: Checker, node: Any, path: Path, file: str) -> None:
+        if not isinstance(node, dict):
+            ck.error("structure-type", f"{_label(path)} must be {_article(self.name)}, got {kind_of(node)}", path)
+            return
+        version = ck.version
+        for key, value in node.items():
+            sub = (*path, key)
+            f = self.fields.get(key)
+            if f is not None:
+                if f.since is not None and version < f.since:
+                    ck.error(
+                        "structure-version",
+                        f'Property "{key}" is not expected in {_article(self.name)} before AsyncAPI '
+                        f"{vtext(f.since)} (this document declares {vtext(version)})",
+                        sub,
+                    )
+                    continue
+                if f.until is not None and version >= f.until:
+                    ck.error(
+                        "structure-version",
+                        f'Property "{key}" was removed from {_article(self.name)} in AsyncAPI {vtext(f.until)}',
+                        sub,
+                    )
+                    continue
+                ck.visit(value, f.resolved(), sub, file)
+                continue
+            if self.extensions and isinstance(key, str) and key.startswith("x-"):
+                continue
+            for pattern, pf in self.patterned:
+                if pattern.search(key):
+                    ck.visit(value, pf.resolved(), sub, file)
+                    break
+            else:
+                if self.additional is not None:
+                    ck.visit(value, self.additional.resolved(), sub, file)
+                elif self.closed:
+                    allowed = [k for k, f in self.fields.items() if f.since is None or version >= f.since]
+                    hint = _did_you_mean(key, allowed)
+                    if key == "$ref":
+                        ck.error(
+                            "ref-not-allowed",
+                            f"Referencing in this place is not allowed: {_article(self.name)}"
+                            f" cannot be a $ref in AsyncAPI {vtext(version)}",
+                            sub,
+                            at_key=True,
+                        )
+                    else:
+                        ck.error(
+                            "structure-unknown-property",
+                            f'Property "{key}" is not expected in {_article(self.name)}{hint}',
+                            sub,
+                            at_key=True,
+                        )
+        for req in self.required:
+            if req not in node:
+                ck.error(
+                    "structure-required",
+                    f'{_article(self.name, cap=True)} must have a "{req}" property',
+                    path,
+                )
+        if self.extra is not None:
+            self.extra(ck, node, path, file)  # type: ignore[arg-type]
+
+
+class MapOf(Spec):
+    def __init__(
+        self,
+        value: Field | Spec | Callable[[], Spec],
+        *,
+        key_pattern: str | None = None,
+        key_desc: str = "",
+        name: str = "an object",
+        extensions: bool = False,
+    ) -> None:
+        self.value = value if isinstance(value, Field) else Field(value)
+        self.key_pattern = re.compile(key_pattern) if key_pattern else None
+        self.key_desc = key_desc
+        self.name = name
+        self.extensions = extensions
+
+    def check(self, ck: Checker, node: Any, path: Path, file: str) -> None:
+        if not isinstance(node, dict):
+            ck.error("structure-type", f"{_label(path)} must be {self.name}, got {kind_of(node)}", path)
+            return
+        spec = self.value.resolved()
+        for key, value in node.items():
+            sub = (*path, key)
+            if self.extensions and key.startswith("x-"):
+                continue
+            if self.key_pattern is not None and not self.key_pattern.search(key):
+                ck.error("structure-key", f"key {key!r} is not {self.key_desc}", sub, at_key=True)
+            ck.visit(value, spec, sub, file)
+
+
+class ListOf(Spec):
+    def __init__(
+        self,
+        item: Spec | Callable[[], Spec],
+        *,
+        min_items: int = 0,
+        unique: bool = False,
+        name: str = "an array",
+    ) -> None:
+        self.item = Field(item)
+        self.min_items = min_items
+        self.unique = unique
+        self.name = name
+
+    def check(self, ck: Checker, node: Any, path: Path, file: str) -> None:
+        if not isinstance(node, list):
+            ck.error("structure-type", f"{_label(path)} must be {self.name}, got {kind_of(node)}", path)
+            return
+        if len(node) < self.min_items:
+            ck.error("structure-min-items", f"{_label(path)} must have at least {self.min_items} item(s)", path)
+        spec = self.item.resolved()
+        for i, value in enumerate(node):
+            ck.visit(value, spec, (*path, i), file)
+        if self.unique:
+            seen: list[Any] = []
+            for i, value in enumerate(node):
+                if value in seen:
+                    ck.error("structure-unique", f"{_label(path)} has a duplicate item {value!r}", (*path, i))
+                seen.append(value)
+
+
+class Ref(Spec):
+    """A value that may also be a Reference Object (``{"$ref": ...}``)."""
+
+    def __init__(self, inner: Spec | Callable[[], Spec], since: str | None = None) -> None:
+        self._inner = Field(inner)
+        self.since: Version | None = (
+            tuple(int(x) for x in since.split(".")) if since else None  # type: ignore[assignment]
+        )
+
+    @property
+    def inner(self) -> Spec:
+        return self._inner.resolved()
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.inner.name
+
+    def check(self, ck: Checker, node: Any, path: Path, file: str) -> None:
+        if isinstance(node, dict) and "$ref" in node:
+            if self.since is not None and ck.version < self.since:
+                ck.error(
+                    "ref-not-allowed",
+                    f"Referencing in this place is not allowed: {_article(self.name)} "
+                    f"can be a $ref only from AsyncAPI {vtext(self.since)}",
+                    path,
+                )
+                return
+            ck.follow(node, self.inner, path, file)
+            return
+        ck.visit(node, self.inner, path, file)
+
+
+class OnlyRef(Spec):
+    """A Reference Object and nothing else (3.x ``operation.channel``, ``channel.servers[*]``)."""
+
+    name = "a Reference Object"
+
+    def __init__(self, target: Spec | Callable[[], Spec]) -> None:
+        self._target = Field(target)
+
+    def check(self, ck: Checker, node: Any, path: Path, file: str) -> None:
+        if not (isinstance(node, dict) and "$ref" in node):
+            ck.error(
+                "structure-type",
+                f"{_label(path)} must be a Reference Object ($ref), got {kind_of(node)}",
+                path,
+            )
+            return
+        ck.follow(node, self._target.resolved(), path, file)
+
+
+class Either(Spec):
+    """One of several shapes, chosen by a predicate on the value (no trial-and-error matching)."""
+
+    def __init__(self, name: str, choose: Callable[[Any], Spec | None]) -> None:
+        self.name = name
+        self.choose = choose
+
+    def check(self, ck: Checker, node: Any, path: Path, file: str) -> None:
+        spec = self.choose(node)
+        if spec is None:
+            ck.error("structure-type", f"{_label(path)} must be {self.name}, got {kind_of(node)}", path)
+            return
+        ck.visit(node, spec, path, file)
+
+
+@dataclass
+class Checker:
+    """Walks a document against the tables, following references; collects diagnostics."""
+
+    resolver: Resolver
+    version: Version
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    _done: set[tuple[int, int]] = field(default_factory=set)
+    #: where each referenced value was first checked, for anyone who needs the resolved path
+    _node_paths: dict[int, Path] = field(default_factory=dict)
+    _current: list[Any] = field(default_factory=list)
+
+    def error(
+        self,
+        code: str,
+        message: str,
+        path: Path,
+        *,
+        at_key: bool = False,
+        severity: Severity = Severity.ERROR,
+    ) -> None:
+        self.diagnostics.append(Diagnostic(severity, code, message, path, self._locate(path, at_key)))
+
+    def _locate(self, path: Path, at_key: bool) -> Location | None:
+        # The walker keeps a stack of (path, node) for the nodes it is inside; find the deepest known.
+        for base_path, node in reversed(self._current):
+            n = len(base_path)
+            if path[:n] != base_path:
+                continue
+            rest = path[n:]
+            loc = location_of(node)
+            for i, key in enumerate(rest):
+                last = i == len(rest) - 1
+                if isinstance(node, YMap) and isinstance(key, str) and key in node:
+                    loc = (node.key_locs.get(key) if at_key and last else node.locs.get(key)) or loc
+                    node = node[key]
+                elif isinstance(node, YList) and isinstance(key, int) and key < len(node):
+                    loc = node.locs[key]
+                    node = node[key]
+                else:
+                    break
+            return loc
+        return None
+
+    def visit(self, node: Any, spec: Spec, path: Path, file: str) -> None:
+        if isinstance(node, dict | list):
+            key = (id(node), id(spec))
+            if key in self._done:
+                return
+            self._done.add(key)
+            self._current.append((path, node))
+            try:
+                spec.check(self, node, path, file)
+            finally:
+                self._current.pop()
+        else:
+            spec.check(self, node, path, file)
+
+    def follow(self, ref_node: dict[str, Any], spec: Spec, path: Path, file: str) -> None:
+        self._current.append((path, ref_node))
+        try:
+            target, target_file = self.resolver.deref(ref_node, file)
+        except ReferenceError_ as exc:
+            self.diagnostics.append(
+                Diagnostic(
+                    Severity.ERROR,
+                    exc.code,
+                    exc.message,
+                    (*path, "$ref"),
+                    exc.location or self._locate((*path, "$ref"), False),
+                )
+            )
+            return
+        finally:
+            self._current.pop()
+        if isinstance(target, dict | list):
+            self._node_paths.setdefault(id(target), path)
+        self.visit(target, spec, path, target_file)
+
+
+def _label(path: Path) -> str:
+    if not path:
+        return "the document"
+    return f'"{path[-1]}"' if isinstance(path[-1], str) else f'"{path[-2] if len(path) > 1 else ""}[{path[-1]}]"'
+
+
+def _article(name: str, cap: bool = False) -> str:
+    text = name if name.startswith(("a ", "an ")) else ("an " if name[:1].lower() in "aeiou" else "a ") + name
+    return text[:1].upper() + text[1:] if cap else text
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.75)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+__all__ = [
+    "ANY",
+    "BOOL",
+    "EMAIL",
+    "NONNEG_INT",
+    "NUM",
+    "POS_NUM",
+    "RUNTIME_EXPRESSION",
+    "STR",
+    "STR_OR_NULL",
+    "URI",
+    "URI_REF",
+    "AnyValue",
+    "Checker",
+    "Either",
+    "F",
+    "Field",
+    "ListOf",
+    "MapOf",
+    "Obj",
+    "OnlyRef",
+    "Ref",
+    "Scalar",
+    "Spec",
+    "Str",
+    "Version",
+    "kind_of",
+    "vtext",
+]

@@ -1,0 +1,447 @@
+"""Validation: is this a usable AsyncAPI document, as the specification defines one?
+
+Three passes, each building on the last:
+
+1. **identity**: a mapping with an ``asyncapi`` string naming a supported version;
+2. **structure**: every object against its table in :mod:`~tidings.asyncapi.spec2` /
+   :mod:`~tidings.asyncapi.spec3`, references followed where allowed;
+3. **semantics**: the rules the specification states in prose and the official parser enforces
+   (unique ids, declared parameters, server variables, security names, examples that match their
+   schemas...), plus the ones it misses for 3.x (see :func:`_semantic_v3`).
+
+Style and design advice (missing descriptions, event naming) is linting, not validation: see
+:mod:`tidings.lint`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from tidings.asyncapi import spec2, spec3
+from tidings.asyncapi.diagnostics import Diagnostic, Path, Severity
+from tidings.asyncapi.document import (
+    LATEST_VERSION,
+    SUPPORTED_VERSIONS,
+    Document,
+    duplicate_key_diagnostics,
+)
+from tidings.asyncapi.model import PARAMETER_IN_ADDRESS, Message, Model, build_model
+from tidings.asyncapi.schemas import bundle_schema, compile_schema
+from tidings.asyncapi.spec2 import _is_asyncapi_format
+from tidings.asyncapi.structure import Checker
+from tidings.errors import ReferenceError_
+
+E = Severity.ERROR
+
+
+def validate(doc: Document) -> list[Diagnostic]:
+    """Every finding that makes ``doc`` invalid (errors), plus load findings; an empty list means valid."""
+    diagnostics = duplicate_key_diagnostics(doc)
+    identity = _identity(doc)
+    if identity:
+        return diagnostics + identity
+    version = doc.version_tuple
+    assert version is not None
+    checker = Checker(doc.resolver, version)
+    table = spec2.DOCUMENT if version[0] == 2 else spec3.DOCUMENT
+    checker.visit(doc.data, table, (), doc.key)
+    diagnostics += checker.diagnostics
+    diagnostics += _sweep_references(doc)
+    model = build_model(doc)
+    semantic = _Semantic(doc, model)
+    diagnostics += list(semantic.run())
+    return _dedupe(diagnostics)
+
+
+def _sweep_references(doc: Document) -> list[Diagnostic]:
+    """Resolve every ``$ref`` in the document, also those the structure pass had no reason to follow
+    (inside bindings or non-JSON-Schema payloads): a document with a dangling reference is unusable."""
+    out: list[Diagnostic] = []
+    resolver = doc.resolver
+    seen: set[int] = set()
+    stack: list[tuple[Any, str, Path]] = [(doc.data, doc.key, ())]
+    while stack:
+        node, file, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                try:
+                    target = resolver.resolve(ref, file, getattr(node, "loc", None))
+                except ReferenceError_ as exc:
+                    out.append(Diagnostic(E, exc.code, exc.message, (*path, "$ref"), exc.location))
+                else:
+                    if target.file != file and isinstance(target.value, dict | list):
+                        stack.append((target.value, target.file, path))
+            for key, value in node.items():
+                if isinstance(value, dict | list):
+                    stack.append((value, file, (*path, key)))
+        else:
+            for i, value in enumerate(node):
+                if isinstance(value, dict | list):
+                    stack.append((value, file, (*path, i)))
+    return out
+
+
+def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    seen: set[tuple[str, str, Any]] = set()
+    out: list[Diagnostic] = []
+    for d in diagnostics:
+        key = (d.code, d.message, d.location)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def _identity(doc: Document) -> list[Diagnostic]:
+    data = doc.data
+    if not isinstance(data, dict) or not isinstance(data.get("asyncapi"), str):
+        return [
+            doc.diagnostic(
+                E,
+                "not-asyncapi",
+                'This is not an AsyncAPI document: the "asyncapi" field (a version string '
+                'such as "3.0.0") is missing at the top level.',
+                (),
+            )
+        ]
+    version = data["asyncapi"]
+    if version not in SUPPORTED_VERSIONS:
+        return [
+            doc.diagnostic(
+                E,
+                "unsupported-version",
+                f'Version "{version}" is not supported: use one of '
+                f"{', '.join(SUPPORTED_VERSIONS)} ({LATEST_VERSION} is the latest).",
+                ("asyncapi",),
+            )
+        ]
+    return []
+
+
+class _Semantic:
+    def __init__(self, doc: Document, model: Model) -> None:
+        self.doc = doc
+        self.model = model
+        self.data: dict[str, Any] = doc.data
+
+    def err(self, code: str, message: str, path: Path, *, at_key: bool = False) -> Diagnostic:
+        return self.doc.diagnostic(E, code, message, path, at_key=at_key)
+
+    def run(self) -> Iterator[Diagnostic]:
+        yield from self._channels()
+        yield from self._server_variables()
+        yield from self._messages()
+        if self.model.major == 2:
+            yield from self._semantic_v2()
+        else:
+            yield from self._semantic_v3()
+
+    # -- shared ------------------------------------------------------------------------------
+    def _channels(self) -> Iterator[Diagnostic]:
+        for channel in self.model.channels.values():
+            address = channel.address
+            if address is None:
+                continue
+            names = PARAMETER_IN_ADDRESS.findall(address)
+            addr_path = channel.path if self.model.major == 2 else (*channel.path, "address")
+            at_key = self.model.major == 2
+            if "" in names:
+                yield self.err(
+                    "channel-empty-parameter",
+                    f'channel address "{address}" has an empty parameter {{}}: name it, e.g. {{userId}}',
+                    addr_path,
+                    at_key=at_key,
+                )
+            if "?" in address or "#" in address:
+                yield self.err(
+                    "channel-query-or-fragment",
+                    f'channel address "{address}" must not contain a query (?) or fragment (#): put that in bindings',
+                    addr_path,
+                    at_key=at_key,
+                )
+            declared = channel.parameters
+            for name in names:
+                if name and name not in declared:
+                    yield self.err(
+                        "channel-parameters",
+                        f'channel "{address}" uses parameter "{name}" but does not declare it under "parameters"',
+                        addr_path,
+                        at_key=at_key,
+                    )
+            for name in declared:
+                if name not in names:
+                    yield self.err(
+                        "channel-parameters",
+                        f'parameter "{name}" is declared but not used in the channel address "{address}"',
+                        (*channel.path, "parameters", name),
+                        at_key=True,
+                    )
+
+    def _server_variables(self) -> Iterator[Diagnostic]:
+        for server in self.model.servers.values():
+            used = [n for n in PARAMETER_IN_ADDRESS.findall(server.url) if n]
+            field_name = "url" if self.model.major == 2 else "host"
+            for name in used:
+                if name not in server.variables:
+                    yield self.err(
+                        "server-variables",
+                        f'server "{server.name}" uses variable "{name}" in its {field_name} but does '
+                        'not declare it under "variables"',
+                        (*server.path, field_name),
+                    )
+            for name, var in server.variables.items():
+                vpath = (*server.path, "variables", name)
+                if name not in used:
+                    yield self.err(
+                        "server-variables",
+                        f'server variable "{name}" is declared but not used in "{server.url}"',
+                        vpath,
+                        at_key=True,
+                    )
+                enum = var.get("enum")
+                if isinstance(enum, list):
+                    default = var.get("default")
+                    if default is not None and default not in enum:
+                        yield self.err(
+                            "server-variables",
+                            f'default "{default}" of server variable "{name}" is not one of its enum values {enum}',
+                            (*vpath, "default"),
+                        )
+                    for i, example in enumerate(var.get("examples") or []):
+                        if example not in enum:
+                            yield self.err(
+                                "server-variables",
+                                f'example "{example}" of server variable "{name}" is not one of its enum values {enum}',
+                                (*vpath, "examples", i),
+                            )
+
+    def _messages(self) -> Iterator[Diagnostic]:
+        for msg in self.model.messages:
+            yield from self._message_examples(msg)
+            headers = self.doc.try_deref(msg.headers) if isinstance(msg.headers, dict) else None
+            if isinstance(headers, dict) and "type" in headers and headers.get("type") != "object":
+                yield self.err(
+                    "message-headers-object",
+                    'message "headers" schema must be of type "object"',
+                    (*msg.path, "headers", "type"),
+                )
+
+    def _message_examples(self, msg: Message) -> Iterator[Diagnostic]:
+        if not msg.examples:
+            return
+        if msg.schema_format is not None and not _is_asyncapi_format(msg.schema_format):
+            return
+        checks: list[tuple[str, Any]] = []
+        for part, schema in (("payload", msg.payload), ("headers", msg.headers)):
+            if isinstance(schema, dict | bool):
+                try:
+                    checks.append((part, compile_schema(bundle_schema(self.doc, schema))))
+                except ValueError as exc:
+                    yield self.err(
+                        "schema-invalid",
+                        f"the {part} schema cannot be compiled: {_first_line(exc)}",
+                        (*msg.path, part),
+                    )
+        for i, example in enumerate(msg.examples):
+            example = self.doc.try_deref(example) if isinstance(example, dict) else example
+            if not isinstance(example, dict):
+                continue
+            for part, validator in checks:
+                if part not in example:
+                    continue
+                for error in validator.iter_errors(_plain(example[part])):
+                    where = tuple(error.instance_path)
+                    yield self.err(
+                        "message-examples",
+                        f"example {i} does not match the {part} schema"
+                        f"{' at ' + _dotted(where) if where else ''}: {error.message}",
+                        (*msg.path, "examples", i, part, *where),
+                    )
+
+    # -- 2.x ---------------------------------------------------------------------------------
+    def _semantic_v2(self) -> Iterator[Diagnostic]:
+        seen_ops: dict[str, Path] = {}
+        for op in self.model.operations.values():
+            if op.operation_id is None:
+                continue
+            if op.operation_id in seen_ops:
+                yield self.err(
+                    "operation-id-unique",
+                    f'operationId "{op.operation_id}" is used twice (first at '
+                    f"{_dotted(seen_ops[op.operation_id])}): operationIds must be unique",
+                    (*op.path, "operationId"),
+                )
+            else:
+                seen_ops[op.operation_id] = op.path
+        seen_msgs: dict[str, Path] = {}
+        for msg in self.model.messages:
+            if not isinstance(msg.message_id, str):
+                continue
+            if msg.message_id in seen_msgs and seen_msgs[msg.message_id] != msg.path:
+                yield self.err(
+                    "message-id-unique",
+                    f'messageId "{msg.message_id}" is used by two messages (first at '
+                    f"{_dotted(seen_msgs[msg.message_id])}): messageIds must be unique",
+                    (*msg.path, "messageId"),
+                )
+            seen_msgs.setdefault(msg.message_id, msg.path)
+        for channel in self.model.channels.values():
+            for i, name in enumerate(channel.servers or []):
+                if isinstance(name, str) and name not in self.model.servers:
+                    yield self.err(
+                        "channel-servers",
+                        f'channel "{channel.key}" names server "{name}", which is not declared under "servers"',
+                        (*channel.path, "servers", i),
+                    )
+        for server in self.model.servers.values():
+            yield from self._security_requirements(server.raw.get("security"), (*server.path, "security"), "Server")
+        for op in self.model.operations.values():
+            yield from self._security_requirements(op.raw.get("security"), (*op.path, "security"), "Operation")
+
+    def _security_requirements(self, requirements: Any, path: Path, owner: str) -> Iterator[Diagnostic]:
+        if not isinstance(requirements, list):
+            return
+        schemes = self.model.security_schemes
+        for i, requirement in enumerate(requirements):
+            if not isinstance(requirement, dict):
+                continue
+            for name, scopes in requirement.items():
+                sub = (*path, i, name)
+                scheme = schemes.get(name)
+                if scheme is None:
+                    yield self.err(
+                        f"{owner.lower()}-security",
+                        f'{owner} must not reference an undefined security scheme: "{name}" is not in '
+                        "components.securitySchemes",
+                        sub,
+                        at_key=True,
+                    )
+                    continue
+                if not isinstance(scopes, list):
+                    continue
+                kind = scheme.get("type")
+                if kind in ("oauth2", "openIdConnect") and kind == "oauth2":
+                    known = _oauth_scopes(scheme, "scopes")
+                    for j, scope in enumerate(scopes):
+                        if scope not in known:
+                            yield self.err(
+                                f"{owner.lower()}-security",
+                                f'scope "{scope}" is not defined by security scheme "{name}"',
+                                (*sub, j),
+                            )
+                elif kind not in ("oauth2", "openIdConnect") and scopes:
+                    yield self.err(
+                        f"{owner.lower()}-security",
+                        f'security scheme "{name}" of type "{kind}" takes no scopes: use []',
+                        sub,
+                    )
+
+    # -- 3.x ---------------------------------------------------------------------------------
+    def _semantic_v3(self) -> Iterator[Diagnostic]:
+        """The official parser checks little here; these are the specification's own MUSTs for 3.x."""
+        data = self.data
+        for key, node in _d(data.get("operations")).items():
+            op_raw = self.doc.try_deref(node)
+            if not isinstance(op_raw, dict):
+                continue
+            path: Path = ("operations", key)
+            channel_ref = op_raw.get("channel")
+            ref = channel_ref.get("$ref") if isinstance(channel_ref, dict) else None
+            if isinstance(ref, str) and not ref.startswith("#/channels/") and "#" in ref and ref.startswith("#"):
+                yield self.err(
+                    "operation-channel",
+                    f'operation "{key}" must point at a channel under #/channels, not {ref}',
+                    (*path, "channel", "$ref"),
+                )
+            channel_raw = self.doc.try_deref(channel_ref) if isinstance(channel_ref, dict) else None
+            if isinstance(channel_raw, dict):
+                yield from self._messages_in_channel(
+                    op_raw.get("messages"), channel_raw, (*path, "messages"), f'operation "{key}"'
+                )
+            reply = self.doc.try_deref(op_raw.get("reply")) if isinstance(op_raw.get("reply"), dict) else None
+            if isinstance(reply, dict):
+                reply_channel = self.doc.try_deref(reply["channel"]) if isinstance(reply.get("channel"), dict) else None
+                if isinstance(reply_channel, dict):
+                    yield from self._messages_in_channel(
+                        reply.get("messages"),
+                        reply_channel,
+                        (*path, "reply", "messages"),
+                        f'the reply of "{key}"',
+                    )
+            for i, item in enumerate(op_raw.get("security") or []):
+                yield from self._scheme_ref(item, (*path, "security", i))
+        for name, node in _d(data.get("servers")).items():
+            server = self.doc.try_deref(node)
+            if isinstance(server, dict):
+                for i, item in enumerate(server.get("security") or []):
+                    yield from self._scheme_ref(item, ("servers", name, "security", i))
+        for channel in self.model.channels.values():
+            for i, item in enumerate(channel.raw.get("servers") or []):
+                ref = item.get("$ref") if isinstance(item, dict) else None
+                if isinstance(ref, str) and not ref.startswith("#/servers/"):
+                    yield self.err(
+                        "channel-servers",
+                        f'channel "{channel.key}" must list servers declared under #/servers, not {ref}',
+                        (*channel.path, "servers", i, "$ref"),
+                    )
+
+    def _messages_in_channel(
+        self, messages: Any, channel_raw: dict[str, Any], path: Path, owner: str
+    ) -> Iterator[Diagnostic]:
+        if not isinstance(messages, list):
+            return
+        allowed = {id(self.doc.try_deref(m)) for m in _d(channel_raw.get("messages")).values()}
+        for i, m in enumerate(messages):
+            target = self.doc.try_deref(m) if isinstance(m, dict) else None
+            if target is not None and id(target) not in allowed:
+                ref = m.get("$ref") if isinstance(m, dict) else m
+                yield self.err(
+                    "operation-messages",
+                    f"{owner} lists message {ref}, which is not one of its channel's messages",
+                    (*path, i),
+                )
+
+    def _scheme_ref(self, item: Any, path: Path) -> Iterator[Diagnostic]:
+        if isinstance(item, dict) and "$ref" in item:
+            return
+        if isinstance(item, dict) and "type" not in item:
+            yield self.err(
+                "security-scheme",
+                "a security entry must be a Security Scheme Object or a $ref to one in components.securitySchemes",
+                path,
+            )
+
+
+def _oauth_scopes(scheme: dict[str, Any], key: str) -> set[str]:
+    scopes: set[str] = set()
+    for flow in _d(scheme.get("flows")).values():
+        scopes.update(_d(_d(flow).get(key)).keys())
+    return scopes
+
+
+def _d(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _dotted(path: Path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+__all__ = ["validate"]

@@ -1,0 +1,75 @@
+"""The one error tree of tidings.
+
+Every error a user can meet derives from :class:`TidingsError` and says what to do next::
+
+    TidingsError
+     ├── UsageError                 bad command-line or API arguments (exit code 2)
+     └── DocumentError              an AsyncAPI document could not be read at all (exit code 1)
+          ├── SourceError           not a readable YAML/JSON text: size, encoding, syntax, depth, aliases, tags
+          └── ReferenceError_       a ``$ref`` that cannot or may not be followed
+
+Findings inside a document that *could* be read are not exceptions: they are
+:class:`tidings.asyncapi.diagnostics.Diagnostic` values, collected and reported together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TidingsError(Exception):
+    """Root of every error raised by tidings."""
+
+
+class UsageError(TidingsError):
+    """The caller asked for something that cannot be done as asked (exit code 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A place in a source file; ``line`` and ``column`` are 1-based."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class DocumentError(TidingsError):
+    """A document could not be read; carries where, so the CLI can print ``file:line:col: message``."""
+
+    code = "document-error"
+
+    def __init__(self, message: str, location: Location | None = None, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+
+class SourceError(DocumentError):
+    """The bytes are not a document we can read safely (too big, binary, bad YAML, bomb, tag...)."""
+
+    code = "source-error"
+
+
+class ReferenceError_(DocumentError):
+    """A ``$ref`` points somewhere that does not exist or that the load policy forbids."""
+
+    code = "invalid-ref"
+
+
+__all__ = [
+    "DocumentError",
+    "Location",
+    "ReferenceError_",
+    "SourceError",
+    "TidingsError",
+    "UsageError",
+]
