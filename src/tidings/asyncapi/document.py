@@ -73,10 +73,10 @@ class Document:
                 node = resolved
             last = i == len(path) - 1
             if isinstance(node, YMap) and isinstance(key, str) and key in node:
-                loc = (node.key_locs.get(key) if at_key and last else node.locs.get(key)) or loc
+                loc = node.value_location(key, at_key=at_key and last) or loc
                 node = node[key]
             elif isinstance(node, YList) and isinstance(key, int) and 0 <= key < len(node):
-                loc = node.locs[key]
+                loc = node.value_location(key) or loc
                 node = node[key]
             else:
                 return loc

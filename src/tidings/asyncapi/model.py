@@ -186,7 +186,8 @@ class _Builder:
                 description=raw.get("description"),
             )
             model.channels[address] = channel
-            for verb, action in (("publish", "receive"), ("subscribe", "send")):
+            verbs: tuple[tuple[str, Action], ...] = (("publish", "receive"), ("subscribe", "send"))
+            for verb, action in verbs:
                 op_raw = raw.get(verb)
                 if not isinstance(op_raw, dict):
                     continue
@@ -196,7 +197,7 @@ class _Builder:
                     action,
                     channel,
                     op_path,
-                    op_raw,  # type: ignore[arg-type]
+                    op_raw,
                     operation_id=op_raw.get("operationId"),
                     description=op_raw.get("description"),
                     summary=op_raw.get("summary"),
@@ -245,15 +246,15 @@ class _Builder:
             raw = _d(self.deref(node))
             path = ("operations", key)
             ch_raw = self.deref(raw.get("channel")) if isinstance(raw.get("channel"), dict) else None
-            channel = by_id.get(id(ch_raw)) if ch_raw is not None else None
-            action = raw.get("action") if raw.get("action") in ("send", "receive") else "send"
+            op_channel = by_id.get(id(ch_raw)) if ch_raw is not None else None
+            action: Action = "receive" if raw.get("action") == "receive" else "send"
             op = Operation(
                 key,
                 action,
-                channel,
+                op_channel,
                 path,
                 raw,
-                operation_id=key,  # type: ignore[arg-type]
+                operation_id=key,
                 description=raw.get("description"),
                 summary=raw.get("summary"),
             )
@@ -263,8 +264,8 @@ class _Builder:
                     msg = self.message(key, m, (*path, "messages", i))
                     if msg:
                         op.messages.append(msg)
-            elif channel is not None:
-                op.messages = list(channel.messages)
+            elif op_channel is not None:
+                op.messages = list(op_channel.messages)
             model.operations[key] = op
 
 

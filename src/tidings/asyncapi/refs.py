@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +58,7 @@ class Resolver:
     duplicates: list[tuple[str, Location, Location]] = field(default_factory=list)
     _display: dict[str, str] = field(default_factory=dict)
     _by_display: dict[str, str] = field(default_factory=dict)
+    _cache: dict[tuple[str, str], Target] = field(default_factory=dict)
     _real_root: str = ""
 
     def __post_init__(self) -> None:
@@ -108,6 +108,8 @@ class Resolver:
             return self.files[url]
         self._display[url] = url
         self._by_display[url] = url
+        import urllib.request  # only remote loads need it, and it costs 20 ms of start-up
+
         request = urllib.request.Request(url, headers={"User-Agent": "tidings"})
         try:
             with urllib.request.urlopen(request, timeout=self.options.remote_timeout) as response:
@@ -131,6 +133,14 @@ class Resolver:
         """Resolve one ``$ref`` string written in ``base_file`` (its key: absolute path or URL)."""
         if not isinstance(ref, str):
             raise ReferenceError_(f"$ref must be a string, got {_kind(ref)}", where)
+        cached = self._cache.get((base_file, ref))
+        if cached is not None:
+            return cached
+        target = self._resolve(ref, base_file, where)
+        self._cache[(base_file, ref)] = target
+        return target
+
+    def _resolve(self, ref: str, base_file: str, where: Location | None) -> Target:
         url, _, fragment = ref.partition("#")
         fragment = urllib.parse.unquote(fragment)
         if url == "":
@@ -154,7 +164,7 @@ class Resolver:
                 )
             return full, self._load_remote(full, where)
         if scheme == "file":
-            path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
+            path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
         elif scheme and len(scheme) > 1:
             raise ReferenceError_(f"unsupported reference scheme {scheme!r} in {url!r}", where)
         else:

@@ -54,26 +54,54 @@ _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 
 
+Pos = tuple[int, int]
+
+
 class YMap(dict[str, Any]):
-    """A mapping that knows where it and each of its values start."""
+    """A mapping that knows where it, each key and each value start (1-based line, column)."""
 
-    __slots__ = ("key_locs", "loc", "locs")
+    __slots__ = ("file", "key_locs", "locs", "pos")
 
-    loc: Location
-    locs: dict[str, Location]
-    key_locs: dict[str, Location]
+    file: str
+    pos: Pos
+    #: where each value starts
+    locs: dict[str, Pos]
+    #: where each key is written
+    key_locs: dict[str, Pos]
+
+    @property
+    def loc(self) -> Location:
+        return Location(self.file, *self.pos)
+
+    def value_location(self, key: str, *, at_key: bool = False) -> Location | None:
+        pos = (self.key_locs if at_key else self.locs).get(key)
+        return Location(self.file, *pos) if pos else None
 
 
 class YList(list[Any]):
-    """A sequence that knows where it and each of its items start."""
+    """A sequence that knows where it and each of its items start (1-based line, column)."""
 
-    __slots__ = ("loc", "locs")
+    __slots__ = ("file", "locs", "pos")
 
-    loc: Location
-    locs: list[Location]
+    file: str
+    pos: Pos
+    locs: list[Pos]
+
+    @property
+    def loc(self) -> Location:
+        return Location(self.file, *self.pos)
+
+    def value_location(self, index: int) -> Location | None:
+        return Location(self.file, *self.locs[index]) if 0 <= index < len(self.locs) else None
+
+
+_MAYBE_NOT_STR = frozenset("-+.0123456789~nNtTfF")
 
 
 def _plain_scalar(value: str) -> Any:
+    # Most plain scalars are words; only these first characters can start a non-string.
+    if value and value[0] not in _MAYBE_NOT_STR:
+        return value
     if _NULL.match(value):
         return None
     b = _BOOL.get(value)
@@ -98,28 +126,20 @@ def _tagged_scalar(tag: str, value: str, loc: Location) -> Any:
     if tag in ("tag:yaml.org,2002:str", "!"):
         return value
     converted = _plain_scalar(value)
-    expected = {
-        "tag:yaml.org,2002:int": int,
-        "tag:yaml.org,2002:float": (int, float),
-        "tag:yaml.org,2002:bool": bool,
-        "tag:yaml.org,2002:null": type(None),
-    }[tag]
+    expected: type | tuple[type, ...] = _TAG_TYPES[tag]
     if isinstance(converted, bool) and expected is int:
         converted = value
     if not isinstance(converted, expected):
         raise SourceError(f"value {value!r} does not match its tag {tag}", loc, code="yaml-tag")
-    return float(converted) if tag.endswith("float") else converted
+    return float(converted) if tag.endswith("float") else converted  # type: ignore[arg-type]
 
 
-class _Frame:
-    __slots__ = ("anchor", "container", "key", "key_loc", "size")
-
-    def __init__(self, container: YMap | YList, anchor: str | None) -> None:
-        self.container = container
-        self.anchor = anchor
-        self.key: str | None = None
-        self.key_loc: Location | None = None
-        self.size = 1
+_TAG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "tag:yaml.org,2002:int": int,
+    "tag:yaml.org,2002:float": (int, float),
+    "tag:yaml.org,2002:bool": bool,
+    "tag:yaml.org,2002:null": type(None),
+}
 
 
 def check_text(data: bytes, file: str, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
@@ -158,120 +178,133 @@ def parse_text(text: str, file: str, duplicates: list[tuple[str, Location, Locat
     """Parse one YAML (or JSON) document into YMap/YList/scalars; raise :class:`SourceError` if unsafe.
 
     Duplicate keys are appended to ``duplicates`` as ``(key, first, second)`` when a list is given, and
-    raise otherwise.
+    raise otherwise (the last value wins, as in every YAML loader).
     """
     loader = yaml.CSafeLoader(text) if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader(text)
-    stack: list[_Frame] = []
+    # The loop below is the hot path of every command: it is written flat on purpose (no helper calls
+    # per event, positions as int tuples) because it runs once per node of every document.
+    #
+    # Each stack frame: [container, anchor, pending key, pending key position, expanded size]
+    stack: list[list[Any]] = []
     anchors: dict[str, tuple[Any, int]] = {}
-    root: Any = None
-    have_root = False
+    result: list[Any] = []
     nodes = 0
     expanded = 0
     get_event = loader.get_event
+    scalar_event, map_start, seq_start = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
+    map_end, seq_end, alias_event = yaml.MappingEndEvent, yaml.SequenceEndEvent, yaml.AliasEvent
+    stream_end = yaml.StreamEndEvent
+    plain = _plain_scalar
+    core_tags = _CORE_TAGS
 
-    def loc_of(mark: Any) -> Location:
-        return Location(file, mark.line + 1, mark.column + 1)
-
-    def attach(value: Any, size: int, loc: Location) -> None:
-        nonlocal root, have_root
-        if not stack:
-            if have_root:
-                raise SourceError("more than one YAML document in the stream", loc, code="multi-document")
-            root, have_root = value, True
-            return
-        top = stack[-1]
-        top.size += size
-        c = top.container
-        if isinstance(c, YList):
-            c.append(value)
-            c.locs.append(loc)
-            return
-        if top.key is None:
-            if isinstance(value, (YMap, YList)):
-                raise SourceError("a mapping or sequence cannot be used as a key", loc, code="complex-key")
-            key = value if isinstance(value, str) else _key_text(value)
-            if key in c:
-                first = c.key_locs[key]
-                if duplicates is None:
-                    raise SourceError(f"duplicate key {key!r} (first at line {first.line})", loc, code="duplicate-key")
-                duplicates.append((key, first, loc))
-            top.key, top.key_loc = key, loc
-            return
-        c[top.key] = value
-        c.locs[top.key] = loc
-        c.key_locs[top.key] = top.key_loc  # type: ignore[assignment]
-        top.key = None
+    def where(pos: Pos) -> Location:
+        return Location(file, *pos)
 
     try:
         while True:
-            event = get_event()
-            if event is None or isinstance(event, yaml.StreamEndEvent):
-                break
+            event: Any = get_event()
             cls = type(event)
-            if cls is yaml.ScalarEvent:
+            if cls is scalar_event:
                 nodes += 1
-                loc = loc_of(event.start_mark)
+                mark = event.start_mark
+                pos: Pos = (mark.line + 1, mark.column + 1)
                 tag = event.tag
-                if tag is not None and tag not in _CORE_TAGS:
+                if tag is None:
+                    value: Any = plain(event.value) if (not event.style and event.implicit[0]) else event.value
+                elif tag not in core_tags:
                     raise SourceError(
-                        f"YAML tag {tag} is not allowed: documents are data, not objects",
-                        loc,
-                        code="yaml-tag",
+                        f"YAML tag {tag} is not allowed: documents are data, not objects", where(pos), code="yaml-tag"
                     )
-                if tag is not None and tag != "!" and not event.implicit[0]:
-                    value = _tagged_scalar(tag, event.value, loc)
-                elif not event.style and event.implicit[0]:
-                    value = _plain_scalar(event.value)
+                elif tag != "!" and not event.implicit[0]:
+                    value = _tagged_scalar(tag, event.value, where(pos))
                 else:
                     value = event.value
                 if event.anchor is not None:
                     anchors[event.anchor] = (value, 1)
-                attach(value, 1, loc)
-            elif cls is yaml.MappingStartEvent or cls is yaml.SequenceStartEvent:
+                size = 1
+            elif cls is map_start or cls is seq_start:
                 nodes += 1
-                loc = loc_of(event.start_mark)
+                mark = event.start_mark
+                pos = (mark.line + 1, mark.column + 1)
                 tag = event.tag
-                if tag is not None and tag not in _CORE_TAGS:
+                if tag is not None and tag not in core_tags:
                     raise SourceError(
-                        f"YAML tag {tag} is not allowed: documents are data, not objects",
-                        loc,
-                        code="yaml-tag",
+                        f"YAML tag {tag} is not allowed: documents are data, not objects", where(pos), code="yaml-tag"
                     )
                 if len(stack) >= MAX_DEPTH:
-                    raise SourceError(f"nesting deeper than {MAX_DEPTH} levels", loc, code="too-deep")
+                    raise SourceError(f"nesting deeper than {MAX_DEPTH} levels", where(pos), code="too-deep")
+                if stack and stack[-1][2] is None and type(stack[-1][0]) is YMap:
+                    raise SourceError("a mapping or sequence cannot be used as a key", where(pos), code="complex-key")
                 container: YMap | YList
-                if cls is yaml.MappingStartEvent:
+                if cls is map_start:
                     container = YMap()
                     container.locs = {}
                     container.key_locs = {}
                 else:
                     container = YList()
                     container.locs = []
-                container.loc = loc
-                if stack and isinstance(stack[-1].container, YMap) and stack[-1].key is None:
-                    raise SourceError("a mapping or sequence cannot be used as a key", loc, code="complex-key")
-                stack.append(_Frame(container, event.anchor))
-            elif cls is yaml.MappingEndEvent or cls is yaml.SequenceEndEvent:
+                container.file = file
+                container.pos = pos
+                stack.append([container, event.anchor, None, None, 1])
+                continue
+            elif cls is map_end or cls is seq_end:
                 frame = stack.pop()
-                if frame.anchor is not None:
-                    anchors[frame.anchor] = (frame.container, frame.size)
-                attach(frame.container, frame.size, frame.container.loc)
-            elif cls is yaml.AliasEvent:
-                loc = loc_of(event.start_mark)
+                value, size = frame[0], frame[4]
+                pos = value.pos
+                if frame[1] is not None:
+                    anchors[frame[1]] = (value, size)
+            elif cls is alias_event:
+                mark = event.start_mark
+                pos = (mark.line + 1, mark.column + 1)
                 target = anchors.get(event.anchor)
                 if target is None:
-                    raise SourceError(f"unknown alias *{event.anchor}", loc, code="yaml-alias")
-                expanded += target[1]
-                if expanded > max(ALIAS_EXPANSION_FLOOR, ALIAS_EXPANSION_FACTOR * nodes):
+                    raise SourceError(f"unknown alias *{event.anchor}", where(pos), code="yaml-alias")
+                value, size = target
+                expanded += size
+                if expanded > ALIAS_EXPANSION_FLOOR and expanded > ALIAS_EXPANSION_FACTOR * nodes:
                     raise SourceError(
                         "aliases expand to too many nodes (an alias-expansion bomb?): refused",
-                        loc,
+                        where(pos),
                         code="alias-bomb",
                     )
-                attach(target[0], target[1], loc)
+            elif event is None or cls is stream_end:
+                break
+            else:
+                continue  # stream/document start and end
+            # attach the finished node to its parent
+            if not stack:
+                if result:
+                    raise SourceError("more than one YAML document in the stream", where(pos), code="multi-document")
+                result.append(value)
+                continue
+            top = stack[-1]
+            top[4] += size
+            parent = top[0]
+            if type(parent) is YList:
+                parent.append(value)
+                parent.locs.append(pos)
+                continue
+            key = top[2]
+            if key is None:
+                if type(value) is YMap or type(value) is YList:
+                    raise SourceError("a mapping or sequence cannot be used as a key", where(pos), code="complex-key")
+                key = value if type(value) is str else _key_text(value)
+                if key in parent:
+                    first = where(parent.key_locs[key])
+                    if duplicates is None:
+                        raise SourceError(
+                            f"duplicate key {key!r} (first at line {first.line})", where(pos), code="duplicate-key"
+                        )
+                    duplicates.append((key, first, where(pos)))
+                top[2], top[3] = key, pos
+                continue
+            parent[key] = value
+            parent.locs[key] = pos
+            parent.key_locs[key] = top[3]
+            top[2] = None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        loc = loc_of(mark) if mark is not None else Location(file, 1, 1)
+        loc = Location(file, mark.line + 1, mark.column + 1) if mark is not None else Location(file, 1, 1)
         problem = exc.problem or exc.context or "syntax error"
         if "maximum nesting depth" in problem:
             raise SourceError("nesting deeper than the parser allows (1000 levels)", loc, code="too-deep") from None
@@ -280,11 +313,11 @@ def parse_text(text: str, file: str, duplicates: list[tuple[str, Location, Locat
         raise SourceError(f"YAML error: {exc}", Location(file, 1, 1), code="yaml-syntax") from None
     finally:
         loader.dispose()
-    if not have_root:
+    if not result:
         raise SourceError(
             "empty document: expected an AsyncAPI YAML or JSON text", Location(file, 1, 1), code="empty-file"
         )
-    return root
+    return result[0]
 
 
 def _key_text(value: Any) -> str:
@@ -295,18 +328,15 @@ def _key_text(value: Any) -> str:
     return str(value)
 
 
-def location_of(node: Any, key: str | int | None = None) -> Location | None:
-    """Where ``node`` (or its value at ``key``) starts, if it came from a source file."""
-    if key is not None:
-        locs = getattr(node, "locs", None)
-        if locs is None:
-            return None
-        if isinstance(node, YMap):
-            return node.locs.get(key)  # type: ignore[call-overload,no-any-return]
-        if isinstance(key, int) and 0 <= key < len(locs):
-            return locs[key]  # type: ignore[no-any-return]
-        return None
-    return getattr(node, "loc", None)
+def location_of(node: Any, key: str | int | None = None, *, at_key: bool = False) -> Location | None:
+    """Where ``node`` (or its value, or key, at ``key``) starts, if it came from a source file."""
+    if key is None:
+        return node.loc if isinstance(node, YMap | YList) else None
+    if isinstance(node, YMap) and isinstance(key, str):
+        return node.value_location(key, at_key=at_key)
+    if isinstance(node, YList) and isinstance(key, int):
+        return node.value_location(key)
+    return None
 
 
-__all__ = ["DEFAULT_MAX_BYTES", "MAX_DEPTH", "YList", "YMap", "check_text", "location_of", "parse_text"]
+__all__ = ["DEFAULT_MAX_BYTES", "MAX_DEPTH", "Pos", "YList", "YMap", "check_text", "location_of", "parse_text"]

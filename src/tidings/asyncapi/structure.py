@@ -149,7 +149,8 @@ class AnyValue(Spec):
     name = "any value"
 
     def check(self, ck: Checker, node: Any, path: Path, file: str) -> None:
-        return
+        if isinstance(node, dict | list):
+            ck.unchecked.append((node, path, file))
 
 
 ANY = AnyValue()
@@ -212,6 +213,8 @@ class Obj(Spec):
                 ck.visit(value, f.resolved(), sub, file)
                 continue
             if self.extensions and isinstance(key, str) and key.startswith("x-"):
+                if isinstance(value, dict | list):
+                    ck.unchecked.append((value, sub, file))
                 continue
             for pattern, pf in self.patterned:
                 if pattern.search(key):
@@ -220,7 +223,10 @@ class Obj(Spec):
             else:
                 if self.additional is not None:
                     ck.visit(value, self.additional.resolved(), sub, file)
-                elif self.closed:
+                elif not self.closed:
+                    if isinstance(value, dict | list):
+                        ck.unchecked.append((value, sub, file))
+                else:
                     allowed = [k for k, f in self.fields.items() if f.since is None or version >= f.since]
                     hint = _did_you_mean(key, allowed)
                     if key == "$ref":
@@ -384,8 +390,8 @@ class Checker:
     version: Version
     diagnostics: list[Diagnostic] = field(default_factory=list)
     _done: set[tuple[int, int]] = field(default_factory=set)
-    #: where each referenced value was first checked, for anyone who needs the resolved path
-    _node_paths: dict[int, Path] = field(default_factory=dict)
+    #: subtrees the tables say nothing about (extensions, bindings, examples): still swept for $refs
+    unchecked: list[tuple[Any, Path, str]] = field(default_factory=list)
     _current: list[Any] = field(default_factory=list)
 
     def error(
@@ -410,10 +416,10 @@ class Checker:
             for i, key in enumerate(rest):
                 last = i == len(rest) - 1
                 if isinstance(node, YMap) and isinstance(key, str) and key in node:
-                    loc = (node.key_locs.get(key) if at_key and last else node.locs.get(key)) or loc
+                    loc = node.value_location(key, at_key=at_key and last) or loc
                     node = node[key]
                 elif isinstance(node, YList) and isinstance(key, int) and key < len(node):
-                    loc = node.locs[key]
+                    loc = node.value_location(key) or loc
                     node = node[key]
                 else:
                     break
@@ -421,11 +427,8 @@ class Checker:
         return None
 
     def visit(self, node: Any, spec: Spec, path: Path, file: str) -> None:
+        # No memo here: a tree is visited once; only references can lead back (see follow()).
         if isinstance(node, dict | list):
-            key = (id(node), id(spec))
-            if key in self._done:
-                return
-            self._done.add(key)
             self._current.append((path, node))
             try:
                 spec.check(self, node, path, file)
@@ -452,7 +455,10 @@ class Checker:
         finally:
             self._current.pop()
         if isinstance(target, dict | list):
-            self._node_paths.setdefault(id(target), path)
+            key = (id(target), id(spec))
+            if key in self._done:
+                return
+            self._done.add(key)
         self.visit(target, spec, path, target_file)
 
 

@@ -47,20 +47,20 @@ def validate(doc: Document) -> list[Diagnostic]:
     table = spec2.DOCUMENT if version[0] == 2 else spec3.DOCUMENT
     checker.visit(doc.data, table, (), doc.key)
     diagnostics += checker.diagnostics
-    diagnostics += _sweep_references(doc)
+    diagnostics += _sweep_references(doc, checker.unchecked)
     model = build_model(doc)
     semantic = _Semantic(doc, model)
     diagnostics += list(semantic.run())
     return _dedupe(diagnostics)
 
 
-def _sweep_references(doc: Document) -> list[Diagnostic]:
-    """Resolve every ``$ref`` in the document, also those the structure pass had no reason to follow
-    (inside bindings or non-JSON-Schema payloads): a document with a dangling reference is unusable."""
+def _sweep_references(doc: Document, subtrees: list[tuple[Any, Path, str]]) -> list[Diagnostic]:
+    """Resolve every ``$ref`` in the subtrees the structure pass had no table for (bindings, extensions,
+    non-JSON-Schema payloads): a document with a dangling reference anywhere is unusable."""
     out: list[Diagnostic] = []
     resolver = doc.resolver
     seen: set[int] = set()
-    stack: list[tuple[Any, str, Path]] = [(doc.data, doc.key, ())]
+    stack: list[tuple[Any, str, Path]] = [(node, file, path) for node, path, file in subtrees]
     while stack:
         node, file, path = stack.pop()
         if id(node) in seen:
@@ -255,11 +255,11 @@ class _Semantic:
                 if part not in example:
                     continue
                 for error in validator.iter_errors(_plain(example[part])):
-                    where = tuple(error.instance_path)
+                    where, message = explain_schema_error(error)
                     yield self.err(
                         "message-examples",
                         f"example {i} does not match the {part} schema"
-                        f"{' at ' + _dotted(where) if where else ''}: {error.message}",
+                        f"{' at ' + _dotted(where) if where else ''}: {message}",
                         (*msg.path, "examples", i, part, *where),
                     )
 
@@ -415,6 +415,23 @@ class _Semantic:
                 "a security entry must be a Security Scheme Object or a $ref to one in components.securitySchemes",
                 path,
             )
+
+
+def explain_schema_error(error: Any, limit: int = 200) -> tuple[tuple[str | int, ...], str]:
+    """(instance path, message) for a jsonschema-rs error, descending into the closest ``oneOf``/``anyOf``
+    alternative so the user reads "status: 'x' is not one of [...]" rather than "matches no alternative"."""
+    context = getattr(error.kind, "context", None)
+    if context:
+        branch = min((b for b in context if b), key=len, default=None)
+        if branch:
+            path, message = explain_schema_error(branch[0], limit)
+            index = context.index(branch)
+            keyword = error.schema_path[-1] if error.schema_path else "oneOf"
+            return path, f"no {keyword} alternative matches; the closest (#{index}) fails: {message}"
+    message = str(error.message)
+    if len(message) > limit:
+        message = message[: limit - 1] + "…"
+    return tuple(error.instance_path), message
 
 
 def _oauth_scopes(scheme: dict[str, Any], key: str) -> set[str]:
