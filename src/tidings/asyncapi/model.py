@@ -216,7 +216,9 @@ class _Builder:
                 for msg in op.messages:
                     if msg not in channel.messages:
                         channel.messages.append(msg)
-                model.operations[op.operation_id or op.key] = op
+                name = op.operation_id if isinstance(op.operation_id, str) else op.key
+                # a duplicate operationId is a validation error; the model still keeps both operations
+                model.operations[name if name not in model.operations else op.key] = op
 
     def _build_v3(self, data: dict[str, Any], model: Model) -> None:
         by_id: dict[int, Channel] = {}

@@ -16,6 +16,7 @@ by the walkers, which track what they have visited.
 
 from __future__ import annotations
 
+import difflib
 import os
 import urllib.parse
 from dataclasses import dataclass, field
@@ -59,6 +60,9 @@ class Resolver:
     _display: dict[str, str] = field(default_factory=dict)
     _by_display: dict[str, str] = field(default_factory=dict)
     _cache: dict[tuple[str, str], Target] = field(default_factory=dict)
+    #: references being resolved right now: a pointer that walks through a $ref which leads back into
+    #: the same pointer (``A: {$ref: '#/A/x'}``) would otherwise recurse until RecursionError
+    _resolving: set[tuple[str, str]] = field(default_factory=set)
     _real_root: str = ""
 
     def __post_init__(self) -> None:
@@ -136,7 +140,13 @@ class Resolver:
         cached = self._cache.get((base_file, ref))
         if cached is not None:
             return cached
-        target = self._resolve(ref, base_file, where)
+        if (base_file, ref) in self._resolving:
+            raise ReferenceError_(f"$ref {ref!r} runs into a circular reference chain", where, code="circular-ref")
+        self._resolving.add((base_file, ref))
+        try:
+            target = self._resolve(ref, base_file, where)
+        finally:
+            self._resolving.discard((base_file, ref))
         self._cache[(base_file, ref)] = target
         return target
 
@@ -211,12 +221,19 @@ class Resolver:
                 node, file_key = hop.value, hop.file
             if isinstance(node, dict) and token in node:
                 node = node[token]
+                path.append(token)
             elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
                 node = node[int(token)]
+                path.append(int(token))
             else:
                 shown = self.display_name(file_key)
-                raise ReferenceError_(f"$ref {ref!r} points at nothing: {token!r} does not exist in {shown}", where)
-            path.append(int(token) if isinstance(node, list | YList) and token.isdigit() else token)
+                hint = ""
+                if isinstance(node, dict):
+                    close = difflib.get_close_matches(token, [str(k) for k in node], n=1, cutoff=0.7)
+                    hint = f' (did you mean "{close[0]}"?)' if close else ""
+                raise ReferenceError_(
+                    f"$ref {ref!r} points at nothing: {token!r} does not exist in {shown}{hint}", where
+                )
         return node, tuple(path)
 
     def deref(self, node: Any, base_file: str) -> tuple[Any, str]:

@@ -201,6 +201,7 @@ class Obj(Spec):
                         f'Property "{key}" is not expected in {_article(self.name)} before AsyncAPI '
                         f"{vtext(f.since)} (this document declares {vtext(version)})",
                         sub,
+                        at_key=True,  # point at the key, like structure-unknown-property (not at its value)
                     )
                     continue
                 if f.until is not None and version >= f.until:
@@ -208,6 +209,7 @@ class Obj(Spec):
                         "structure-version",
                         f'Property "{key}" was removed from {_article(self.name)} in AsyncAPI {vtext(f.until)}',
                         sub,
+                        at_key=True,
                     )
                     continue
                 ck.visit(value, f.resolved(), sub, file)

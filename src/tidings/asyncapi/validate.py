@@ -129,8 +129,8 @@ class _Semantic:
         self.model = model
         self.data: dict[str, Any] = doc.data
 
-    def err(self, code: str, message: str, path: Path, *, at_key: bool = False) -> Diagnostic:
-        return self.doc.diagnostic(E, code, message, path, at_key=at_key)
+    def err(self, code: str, message: str, path: Path, *, at_key: bool = False, severity: Severity = E) -> Diagnostic:
+        return self.doc.diagnostic(severity, code, message, path, at_key=at_key)
 
     def run(self) -> Iterator[Diagnostic]:
         yield from self._channels()
@@ -140,6 +140,7 @@ class _Semantic:
             yield from self._semantic_v2()
         else:
             yield from self._semantic_v3()
+            yield from self._parameters_v3()
 
     # -- shared ------------------------------------------------------------------------------
     def _channels(self) -> Iterator[Diagnostic]:
@@ -165,6 +166,9 @@ class _Semantic:
                     at_key=at_key,
                 )
             declared = channel.parameters
+            # The specification only says parameters SHOULD be declared; once a "parameters" map exists,
+            # leaving one out is an inconsistency (and the official parser calls it an error too).
+            missing_severity = E if "parameters" in channel.raw else Severity.WARNING
             for name in names:
                 if name and name not in declared:
                     yield self.err(
@@ -172,6 +176,7 @@ class _Semantic:
                         f'channel "{address}" uses parameter "{name}" but does not declare it under "parameters"',
                         addr_path,
                         at_key=at_key,
+                        severity=missing_severity,
                     )
             for name in declared:
                 if name not in names:
@@ -186,6 +191,8 @@ class _Semantic:
         for server in self.model.servers.values():
             used = [n for n in PARAMETER_IN_ADDRESS.findall(server.url) if n]
             field_name = "url" if self.model.major == 2 else "host"
+            # as for channel parameters: an error once a "variables" map exists, a warning before
+            missing_severity = E if "variables" in server.raw else Severity.WARNING
             for name in used:
                 if name not in server.variables:
                     yield self.err(
@@ -193,6 +200,7 @@ class _Semantic:
                         f'server "{server.name}" uses variable "{name}" in its {field_name} but does '
                         'not declare it under "variables"',
                         (*server.path, field_name),
+                        severity=missing_severity,
                     )
             for name, var in server.variables.items():
                 vpath = (*server.path, "variables", name)
@@ -211,6 +219,7 @@ class _Semantic:
                             "server-variables",
                             f'default "{default}" of server variable "{name}" is not one of its enum values {enum}',
                             (*vpath, "default"),
+                            severity=Severity.WARNING,
                         )
                     for i, example in enumerate(var.get("examples") or []):
                         if example not in enum:
@@ -218,6 +227,7 @@ class _Semantic:
                                 "server-variables",
                                 f'example "{example}" of server variable "{name}" is not one of its enum values {enum}',
                                 (*vpath, "examples", i),
+                                severity=Severity.WARNING,
                             )
 
     def _messages(self) -> Iterator[Diagnostic]:
@@ -266,18 +276,23 @@ class _Semantic:
     # -- 2.x ---------------------------------------------------------------------------------
     def _semantic_v2(self) -> Iterator[Diagnostic]:
         seen_ops: dict[str, Path] = {}
-        for op in self.model.operations.values():
-            if op.operation_id is None:
-                continue
-            if op.operation_id in seen_ops:
-                yield self.err(
-                    "operation-id-unique",
-                    f'operationId "{op.operation_id}" is used twice (first at '
-                    f"{_dotted(seen_ops[op.operation_id])}): operationIds must be unique",
-                    (*op.path, "operationId"),
-                )
-            else:
-                seen_ops[op.operation_id] = op.path
+        for address, node in _d(self.data.get("channels")).items():
+            channel = self.doc.try_deref(node)
+            for verb in ("publish", "subscribe"):
+                op = _d(channel).get(verb) if isinstance(channel, dict) else None
+                op_id = op.get("operationId") if isinstance(op, dict) else None
+                if not isinstance(op_id, str):
+                    continue
+                path: Path = ("channels", address, verb, "operationId")
+                if op_id in seen_ops:
+                    yield self.err(
+                        "operation-id-unique",
+                        f'operationId "{op_id}" is used twice (first at {_dotted(seen_ops[op_id][:-1])}): '
+                        "operationIds must be unique",
+                        path,
+                    )
+                else:
+                    seen_ops[op_id] = path
         seen_msgs: dict[str, Path] = {}
         for msg in self.model.messages:
             if not isinstance(msg.message_id, str):
@@ -407,14 +422,43 @@ class _Semantic:
                 )
 
     def _scheme_ref(self, item: Any, path: Path) -> Iterator[Diagnostic]:
-        if isinstance(item, dict) and "$ref" in item:
+        scheme = self.doc.try_deref(item) if isinstance(item, dict) else None
+        if not isinstance(scheme, dict):
             return
-        if isinstance(item, dict) and "type" not in item:
-            yield self.err(
-                "security-scheme",
-                "a security entry must be a Security Scheme Object or a $ref to one in components.securitySchemes",
-                path,
-            )
+        scopes = scheme.get("scopes")
+        if scheme.get("type") == "oauth2" and isinstance(scopes, list):
+            known = _oauth_scopes(scheme, "availableScopes")
+            for j, scope in enumerate(scopes):
+                if scope not in known:
+                    yield self.err(
+                        "security-scopes",
+                        f'scope "{scope}" is not among the availableScopes of this oauth2 scheme\'s flows',
+                        (*path, "scopes", j),
+                    )
+
+    def _parameters_v3(self) -> Iterator[Diagnostic]:
+        for channel in self.model.channels.values():
+            for name, param in channel.parameters.items():
+                enum = param.get("enum")
+                if not isinstance(enum, list):
+                    continue
+                ppath = (*channel.path, "parameters", name)
+                default = param.get("default")
+                if default is not None and default not in enum:
+                    yield self.err(
+                        "parameter-enum",
+                        f'default "{default}" of parameter "{name}" is not one of its enum values {enum}',
+                        (*ppath, "default"),
+                        severity=Severity.WARNING,
+                    )
+                for i, example in enumerate(param.get("examples") or []):
+                    if example not in enum:
+                        yield self.err(
+                            "parameter-enum",
+                            f'example "{example}" of parameter "{name}" is not one of its enum values {enum}',
+                            (*ppath, "examples", i),
+                            severity=Severity.WARNING,
+                        )
 
 
 def explain_schema_error(error: Any, limit: int = 200) -> tuple[tuple[str | int, ...], str]:
