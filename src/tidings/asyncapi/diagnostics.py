@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidings.errors import Location
+from tidings.redact import redact_url
 
 Path = tuple[str | int, ...]
 
@@ -56,7 +57,7 @@ class Diagnostic:
         out: dict[str, Any] = {
             "severity": self.severity.label,
             "code": self.code,
-            "message": self.message,
+            "message": redact_url(self.message),
             "path": self.json_path,
         }
         if self.location is not None:
@@ -105,7 +106,7 @@ def to_sarif(results: Sequence[tuple[str, Sequence[Diagnostic]]], tool: str, ver
                 {
                     "ruleId": d.code,
                     "level": level[d.severity],
-                    "message": {"text": d.message},
+                    "message": {"text": redact_url(d.message)},
                     "locations": [
                         {
                             "physicalLocation": physical,

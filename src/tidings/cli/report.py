@@ -12,6 +12,7 @@ import orjson
 
 from tidings import __version__
 from tidings.asyncapi.diagnostics import Diagnostic, Severity, sort_key, to_sarif
+from tidings.redact import redact_url
 
 _STYLE = {
     Severity.ERROR: "\x1b[31m",
@@ -83,7 +84,7 @@ def render_text(
         for d in sorted(result.diagnostics, key=sort_key):
             where = str(d.location) if d.location else result.file
             label = paint(d.severity.label, _STYLE[d.severity])
-            out.write(f"{where}: {label} [{d.code}] {d.message}")
+            out.write(f"{where}: {label} [{d.code}] {redact_url(d.message)}")
             if d.path and not result.fatal:
                 out.write(paint(f"  ({d.json_path})", "\x1b[2m"))
             out.write("\n")
@@ -93,7 +94,8 @@ def render_text(
                 src = lines.get(d.location.file, d.location.line)
                 if src is not None and len(src) <= 300:
                     gutter = f"{d.location.line:>6} | "
-                    out.write(paint(gutter, "\x1b[2m") + src + "\n")
+                    # documents may carry credentials in server URLs: never echo them
+                    out.write(paint(gutter, "\x1b[2m") + redact_url(src) + "\n")
                     out.write(" " * (len(gutter) + d.location.column - 1) + paint("^", _STYLE[d.severity]) + "\n")
         counts = {s: sum(d.severity is s for d in result.diagnostics) for s in Severity}
         if result.ok:

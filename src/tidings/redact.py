@@ -1,0 +1,23 @@
+"""Keeping secrets out of everything tidings prints, logs or writes.
+
+A broker URL like ``amqp://app:s3cret@rabbit:5672/`` carries a password; anywhere such a URL is shown
+(errors, diagnostics, metrics labels, generated documents) it goes through :func:`redact_url` first.
+"""
+
+from __future__ import annotations
+
+import re
+
+# scheme://user:password@host  or  scheme://token@host  (no parsing: must also work on templates
+# such as "{user}:{password}@{host}" and on strings that are not valid URLs)
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*)(?::[^@/\s]*)?@")
+_SECRET_PARAMS = re.compile(r"(?i)([?&](?:password|passwd|pwd|token|secret|access_key|api_key|apikey)=)[^&#\s]*")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with any password in a URL's userinfo, and secret-looking query parameters, masked."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m["user"] else f"{m['scheme']}***@", text)
+    return _SECRET_PARAMS.sub(r"\1***", text)
+
+
+__all__ = ["redact_url"]
