@@ -102,7 +102,9 @@ def validate(
 
 @app.command()
 def lint(
-    files: FilesArg,
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="AsyncAPI documents (YAML or JSON).", show_default=False)
+    ] = None,
     output_format: FormatOpt = OutputFormat.text,
     allow_remote_refs: RemoteOpt = False,
     allow_outside_root: OutsideOpt = False,
@@ -113,6 +115,9 @@ def lint(
         Path | None,
         typer.Option("--config", help="A .tidings.yaml or pyproject.toml (default: found from the current folder up)."),
     ] = None,
+    list_rules: Annotated[
+        bool, typer.Option("--list-rules", help="List the rules, their severity as configured, and exit.")
+    ] = False,
     fail_on: Annotated[
         str,
         typer.Option("--fail-on", help="Exit 1 when a finding is at least this severe: error, warning, info or hint."),
@@ -124,20 +129,29 @@ def lint(
     from tidings.errors import TidingsError
     from tidings.lint import lint_file, load_config
 
-    _check_exists(files)
     try:
         threshold = Severity.parse(fail_on)
         cfg = load_config(config)
     except (ValueError, TidingsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if list_rules:
+        for rule in cfg.registry:
+            severity = cfg.severity_of(rule)
+            level = severity.label if severity is not None else "off"
+            typer.echo(f"{rule.code:<40} {level:<8} {rule.description}")
+        raise typer.Exit(0)
+    if not files:
+        typer.echo("error: give at least one AsyncAPI document (or --list-rules)", err=True)
+        raise typer.Exit(2)
+    _check_exists(files)
     options = _options(allow_remote_refs, allow_outside_root, root, max_size)
     results = []
     for path in files:
         checked = lint_file(path, cfg, options)
         version = checked.document.version if checked.document else None
         results.append(FileResult(os.fspath(path), checked.diagnostics, version, fatal=checked.document is None))
-    _emit(results, output_format, "clean", quiet)
+    _emit(results, output_format, "valid", quiet)
     failed = any(d.severity <= threshold for r in results for d in r.diagnostics)
     raise typer.Exit(1 if failed else 0)
 
