@@ -38,7 +38,7 @@ def test_the_seed_lints_clean_with_design_advice() -> None:
     assert out.count("[tidings-payload-event-type]") == 3
     assert out.count("[tidings-payload-version]") == 3
     assert 'suggestion: add property "event_type" (type: string, const: "user.created")' in out
-    assert "is clean (AsyncAPI 2.6.0)" in out
+    assert "is valid (AsyncAPI 2.6.0)" in out
 
 
 def test_fail_on_warning_turns_advice_into_failure() -> None:
