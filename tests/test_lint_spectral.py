@@ -162,10 +162,10 @@ def test_a_3x_document_that_follows_every_rule_has_no_finding(tmp_path: Path) ->
 def test_a_bare_document_misses_the_recommended_fields(tmp_path: Path) -> None:
     found = lint(tmp_path, MINIMAL_V2)
     assert {(d.code, d.json_path, d.severity.label) for d in found} == {
-        ("asyncapi-id", "/", "warning"),
-        ("asyncapi-defaultContentType", "/", "warning"),
-        ("asyncapi-servers", "/", "warning"),
-        ("asyncapi2-tags", "/", "warning"),
+        ("asyncapi-id", "", "warning"),
+        ("asyncapi-defaultContentType", "", "warning"),
+        ("asyncapi-servers", "", "warning"),
+        ("asyncapi2-tags", "", "warning"),
         ("asyncapi-info-description", "/info", "warning"),
         ("asyncapi-info-contact", "/info", "warning"),
         ("asyncapi-info-license", "/info", "warning"),

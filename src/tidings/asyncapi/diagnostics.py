@@ -49,6 +49,14 @@ class Diagnostic:
     #: a suggested fix in words (``rename to user.created``); empty when there is none
     suggestion: str = field(default="", compare=False)
 
+    def __post_init__(self) -> None:
+        # Messages quote the document (keys, addresses); a newline or escape sequence in one must not
+        # turn one finding into several lines, or forge another, in any output.
+        if not self.message.isprintable():
+            object.__setattr__(self, "message", _printable(self.message))
+        if self.suggestion and not self.suggestion.isprintable():
+            object.__setattr__(self, "suggestion", _printable(self.suggestion))
+
     @property
     def json_path(self) -> str:
         return pointer(self.path)
@@ -69,10 +77,14 @@ class Diagnostic:
         return out
 
 
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def pointer(path: Sequence[str | int]) -> str:
     """RFC 6901 JSON pointer for ``path``."""
     if not path:
-        return "/"
+        return ""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 

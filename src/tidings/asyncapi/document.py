@@ -110,9 +110,16 @@ def load_document(path: str | os.PathLike[str], options: LoadOptions | None = No
 
 
 def _default_root(key: str) -> str:
+    """The project folder (the current one) when it holds the document, else the document's own folder.
+
+    A current folder of ``/`` or the home folder is no project: there the document's folder is the fence.
+    """
     cwd = os.path.realpath(os.getcwd())
     real = os.path.realpath(key)
-    return cwd if os.path.commonpath([real, cwd]) == cwd else os.path.dirname(key)
+    too_wide = cwd in (os.path.sep, os.path.realpath(os.path.expanduser("~")))
+    if not too_wide and os.path.commonpath([real, cwd]) == cwd:
+        return cwd
+    return os.path.dirname(key)
 
 
 def duplicate_key_diagnostics(doc: Document) -> list[Diagnostic]:

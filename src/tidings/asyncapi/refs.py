@@ -2,8 +2,8 @@
 
 The policy is deny-by-default, because a document is untrusted input:
 
-- a reference to a file must stay inside the *root* folder (the main document's folder unless the caller
-  names another); ``../../etc/passwd``, absolute paths, ``file://`` URLs and symlinks that lead out are
+- a reference to a file must stay inside the *root* folder (the project, i.e. the current folder when
+  it holds the document, else the document's own folder, unless the caller names another); ``../../etc/passwd``, absolute paths, ``file://`` URLs and symlinks that lead out are
   refused unless ``allow_outside_root`` is set;
 - ``http(s)`` references are refused unless ``allow_remote`` is set, and even then link-local and
   loopback-metadata style addresses are not special-cased: the caller opted in;
@@ -181,6 +181,9 @@ class Resolver:
             path = urllib.parse.unquote(url)
             if not os.path.isabs(path):
                 path = os.path.join(os.path.dirname(base_file), path)
+        if "\x00" in path:
+            # a YAML "\0" escape: os.path.realpath/open would raise ValueError ("embedded null byte")
+            raise ReferenceError_(f"reference {url!r} is not a usable file path: it contains a NUL character", where)
         path = os.path.abspath(path)
         if not self.options.allow_outside_root:
             real = os.path.realpath(path)

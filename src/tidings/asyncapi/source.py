@@ -309,8 +309,24 @@ def parse_text(text: str, file: str, duplicates: list[tuple[str, Location, Locat
         if "maximum nesting depth" in problem:
             raise SourceError("nesting deeper than the parser allows (1000 levels)", loc, code="too-deep") from None
         raise SourceError(f"YAML syntax error: {problem}", loc, code="yaml-syntax") from None
+    except yaml.reader.ReaderError as exc:
+        # Not a MarkedYAMLError: it carries an offset, not a line/column mark, and its str() spans two
+        # lines. libyaml (CSafeLoader) counts the offset in UTF-8 bytes, PyYAML's own reader in characters.
+        if isinstance(loader, yaml.SafeLoader):
+            prefix = text[: exc.position]
+        else:
+            prefix = text.encode("utf-8")[: exc.position].decode("utf-8", "replace")
+        column = len(prefix) - (prefix.rfind("\n") + 1) + 1
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise SourceError(
+            f"YAML error: unacceptable character {char}: {exc.reason}",
+            Location(file, prefix.count("\n") + 1, column),
+            code="yaml-syntax",
+        ) from None
     except yaml.YAMLError as exc:
-        raise SourceError(f"YAML error: {exc}", Location(file, 1, 1), code="yaml-syntax") from None
+        # any other libyaml error: keep the message on one line (diagnostics are one line each)
+        summary = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"YAML error: {summary}", Location(file, 1, 1), code="yaml-syntax") from None
     finally:
         loader.dispose()
     if not result:

@@ -106,7 +106,7 @@ OAUTH_FLOWS = Obj(
 
 
 def _security_scheme_extra(ck: Checker, node: YMap, path: Path, file: str) -> None:
-    kind = node.get("type")
+    kind = node.get("type") if isinstance(node.get("type"), str) else None  # a list/map "type" is unhashable
     for req in _SECURITY_REQUIRED.get(kind, ()):  # type: ignore[arg-type]
         if req not in node:
             ck.error("structure-required", f'A Security Scheme Object of type "{kind}" must have "{req}"', path)

@@ -250,7 +250,7 @@ class Obj(Spec):
             if req not in node:
                 ck.error(
                     "structure-required",
-                    f'{_article(self.name, cap=True)} must have a "{req}" property',
+                    f'{_article(self.name, cap=True)} is missing the required property "{req}"',
                     path,
                 )
         if self.extra is not None:

@@ -37,10 +37,10 @@ E = Severity.ERROR
 
 def validate(doc: Document) -> list[Diagnostic]:
     """Every finding that makes ``doc`` invalid (errors), plus load findings; an empty list means valid."""
-    diagnostics = duplicate_key_diagnostics(doc)
     identity = _identity(doc)
     if identity:
-        return diagnostics + identity
+        return duplicate_key_diagnostics(doc) + identity
+    diagnostics: list[Diagnostic] = []
     version = doc.version_tuple
     assert version is not None
     checker = Checker(doc.resolver, version)
@@ -51,7 +51,8 @@ def validate(doc: Document) -> list[Diagnostic]:
     model = build_model(doc)
     semantic = _Semantic(doc, model)
     diagnostics += list(semantic.run())
-    return _dedupe(diagnostics)
+    # last: the passes above load the referenced files, whose duplicate keys count too
+    return _dedupe(duplicate_key_diagnostics(doc) + diagnostics)
 
 
 def _sweep_references(doc: Document, subtrees: list[tuple[Any, Path, str]]) -> list[Diagnostic]:
@@ -221,7 +222,7 @@ class _Semantic:
                             (*vpath, "default"),
                             severity=Severity.WARNING,
                         )
-                    for i, example in enumerate(var.get("examples") or []):
+                    for i, example in enumerate(_l(var.get("examples"))):
                         if example not in enum:
                             yield self.err(
                                 "server-variables",
@@ -343,7 +344,7 @@ class _Semantic:
                 if kind in ("oauth2", "openIdConnect") and kind == "oauth2":
                     known = _oauth_scopes(scheme, "scopes")
                     for j, scope in enumerate(scopes):
-                        if scope not in known:
+                        if isinstance(scope, str) and scope not in known:  # non-strings: structure reports them
                             yield self.err(
                                 f"{owner.lower()}-security",
                                 f'scope "{scope}" is not defined by security scheme "{name}"',
@@ -388,15 +389,15 @@ class _Semantic:
                         (*path, "reply", "messages"),
                         f'the reply of "{key}"',
                     )
-            for i, item in enumerate(op_raw.get("security") or []):
+            for i, item in enumerate(_l(op_raw.get("security"))):
                 yield from self._scheme_ref(item, (*path, "security", i))
         for name, node in _d(data.get("servers")).items():
             server = self.doc.try_deref(node)
             if isinstance(server, dict):
-                for i, item in enumerate(server.get("security") or []):
+                for i, item in enumerate(_l(server.get("security"))):
                     yield from self._scheme_ref(item, ("servers", name, "security", i))
         for channel in self.model.channels.values():
-            for i, item in enumerate(channel.raw.get("servers") or []):
+            for i, item in enumerate(_l(channel.raw.get("servers"))):
                 ref = item.get("$ref") if isinstance(item, dict) else None
                 if isinstance(ref, str) and not ref.startswith("#/servers/"):
                     yield self.err(
@@ -429,7 +430,7 @@ class _Semantic:
         if scheme.get("type") == "oauth2" and isinstance(scopes, list):
             known = _oauth_scopes(scheme, "availableScopes")
             for j, scope in enumerate(scopes):
-                if scope not in known:
+                if isinstance(scope, str) and scope not in known:  # non-strings: structure reports them
                     yield self.err(
                         "security-scopes",
                         f'scope "{scope}" is not among the availableScopes of this oauth2 scheme\'s flows',
@@ -451,7 +452,7 @@ class _Semantic:
                         (*ppath, "default"),
                         severity=Severity.WARNING,
                     )
-                for i, example in enumerate(param.get("examples") or []):
+                for i, example in enumerate(_l(param.get("examples"))):
                     if example not in enum:
                         yield self.err(
                             "parameter-enum",
@@ -487,6 +488,11 @@ def _oauth_scopes(scheme: dict[str, Any], key: str) -> set[str]:
 
 def _d(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _l(value: Any) -> list[Any]:
+    """``value`` if it is a list, else ``[]`` (``x or []`` is not enough: ``security: true`` would crash)."""
+    return value if isinstance(value, list) else []
 
 
 def _plain(value: Any) -> Any:

@@ -36,7 +36,12 @@ RemoteOpt = Annotated[bool, typer.Option("--allow-remote-refs", help="Follow htt
 OutsideOpt = Annotated[bool, typer.Option("--allow-outside-root", help="Follow file $refs that leave the root folder.")]
 RootOpt = Annotated[
     Path | None,
-    typer.Option("--root", help="Folder file $refs must stay inside (default: each document's own folder)."),
+    typer.Option(
+        "--root",
+        # what document._default_root does (the help used to say "each document's own folder")
+        help="Folder file $refs must stay inside (default: the current folder if the document is inside it, "
+        "else the document's own folder).",
+    ),
 ]
 MaxSizeOpt = Annotated[int, typer.Option("--max-size", help="Largest file to read, in bytes.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only files with findings.")]

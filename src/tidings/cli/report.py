@@ -66,6 +66,18 @@ class _Lines:
         return lines[line - 1]
 
 
+def _printable(text: str) -> str:
+    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``).
+
+    Messages quote the document (a key, a channel address), and a document may hold a key such as
+    ``"x\\nfake.yaml:1:1: error ..."`` or an ANSI escape: printed raw, one finding would become several
+    lines, forge findings, or drive the terminal. JSON and SARIF escape on their own.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def render_text(
     results: Sequence[FileResult],
     stream: TextIO | None = None,
@@ -82,14 +94,14 @@ def render_text(
 
     for result in results:
         for d in sorted(result.diagnostics, key=sort_key):
-            where = str(d.location) if d.location else result.file
+            where = _printable(str(d.location) if d.location else result.file)
             label = paint(d.severity.label, _STYLE[d.severity])
-            out.write(f"{where}: {label} [{d.code}] {redact_url(d.message)}")
+            out.write(f"{where}: {label} [{_printable(d.code)}] {_printable(redact_url(d.message))}")
             if d.path and not result.fatal:
-                out.write(paint(f"  ({d.json_path})", "\x1b[2m"))
+                out.write(paint(f"  ({_printable(d.json_path)})", "\x1b[2m"))
             out.write("\n")
             if d.suggestion:
-                out.write(f"    suggestion: {d.suggestion}\n")
+                out.write(f"    suggestion: {_printable(d.suggestion)}\n")
             if show_source and d.location is not None and not result.fatal:
                 src = lines.get(d.location.file, d.location.line)
                 if src is not None and len(src) <= 300:
@@ -102,10 +114,10 @@ def render_text(
             extra = _counts(counts, skip_errors=True)
             mark = paint("✔", "\x1b[32m")
             version = f" (AsyncAPI {result.version})" if result.version else ""
-            out.write(f"{mark} {result.file} is {verb}{version}{extra}\n")
+            out.write(f"{mark} {_printable(result.file)} is {verb}{version}{extra}\n")
         else:
             mark = paint("✖", "\x1b[31m")
-            out.write(f"{mark} {result.file}: {_counts(counts, skip_errors=False).strip(' ,()')}\n")
+            out.write(f"{mark} {_printable(result.file)}: {_counts(counts, skip_errors=False).strip(' ,()')}\n")
 
 
 def _counts(counts: dict[Severity, int], *, skip_errors: bool) -> str:

@@ -1,0 +1,159 @@
+"""Shared fixtures: where things are, writing small documents, running the ``tidings`` CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: the shared conformance corpus; a user's clone does not have it, so tests that need it skip
+CORPUS_DIR = (REPO_ROOT / ".." / "shared" / "corpus" / "asyncapi").resolve()
+SEED = REPO_ROOT / "examples" / "user-service.asyncapi.yaml"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    if not (CORPUS_DIR / "oracle.tsv").is_file():
+        pytest.skip(f"conformance corpus not found at {CORPUS_DIR}")
+    return CORPUS_DIR
+
+
+@pytest.fixture(scope="session")
+def seed_file() -> Path:
+    return SEED
+
+
+WriteYaml = Callable[..., Path]
+
+
+@pytest.fixture
+def write_yaml(tmp_path: Path) -> WriteYaml:
+    """``write_yaml("a.yaml", text)`` writes dedented ``text`` under ``tmp_path`` (folders created) and
+    returns the path; ``raw=True`` writes ``text`` (str or bytes) exactly as given."""
+
+    def write(name: str, text: str | bytes, *, raw: bool = False) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text if raw else textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return write
+
+
+@dataclass
+class CliRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    #: wall-clock seconds from start to exit
+    seconds: float
+    #: peak resident set size of the child, in bytes
+    max_rss: int
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+#: Imported by every child at start-up (through PYTHONPATH) to report its own peak RSS at exit.
+_SITECUSTOMIZE = """\
+import atexit
+import os
+
+
+def _report_peak_rss():
+    target = os.environ.get("TIDINGS_TEST_PEAK_RSS_FILE")
+    if not target:
+        return
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return
+    with open(target, "w", encoding="ascii") as out:
+        out.write(str(kb * 1024))
+
+
+atexit.register(_report_peak_rss)
+"""
+
+
+def run_tidings(*args: str | os.PathLike[str], cwd: Path | None = None, timeout: float = 20.0) -> CliRun:
+    """Run ``python -m tidings ARGS`` in a child process and measure its wall time and peak RSS.
+
+    Peak RSS: the child reports its own ``VmHWM`` at exit (a ``sitecustomize`` put on its PYTHONPATH).
+    ``ru_maxrss`` from ``wait4``/``RUSAGE_CHILDREN`` is no good on Linux: exec carries the parent's
+    high-water mark over into the child, so every child of a big pytest process would look big. It is
+    only the fallback where ``/proc`` is missing. A timer kills the child if it runs past ``timeout``.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        site = Path(scratch, "site")
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(_SITECUSTOMIZE, encoding="utf-8")
+        peak_file = Path(scratch, "peak-rss")
+        env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "COLUMNS")}
+        env.update(
+            NO_COLOR="1",
+            PYTHONIOENCODING="utf-8",
+            PYTHONPATH=os.pathsep.join(filter(None, [os.fspath(site), env.get("PYTHONPATH")])),
+            TIDINGS_TEST_PEAK_RSS_FILE=os.fspath(peak_file),
+        )
+        with tempfile.TemporaryFile(dir=scratch) as out, tempfile.TemporaryFile(dir=scratch) as err:
+            start = time.monotonic()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tidings", *map(os.fspath, args)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=cwd,
+                env=env,
+            )
+            timed_out = threading.Event()
+
+            def kill() -> None:
+                timed_out.set()
+                proc.kill()
+
+            killer = threading.Timer(timeout, kill)
+            killer.start()
+            try:
+                _, status, usage = os.wait4(proc.pid, 0)
+            finally:
+                killer.cancel()
+            seconds = time.monotonic() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
+        if peak_file.exists():
+            max_rss = int(peak_file.read_text(encoding="ascii"))
+        else:  # ru_maxrss is in kilobytes on Linux, bytes on macOS
+            max_rss = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
+    if timed_out.is_set():
+        pytest.fail(f"tidings {' '.join(map(str, args))} did not finish within {timeout} s")
+    return CliRun(proc.returncode, stdout, stderr, seconds, max_rss)
+
+
+@pytest.fixture
+def cli() -> Callable[..., CliRun]:
+    if not hasattr(os, "wait4"):
+        pytest.skip("needs os.wait4 (POSIX)")
+    return run_tidings
