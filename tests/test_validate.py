@@ -291,7 +291,12 @@ def test_server_ref_only_from_2_3_0(check: Callable[[str], CheckResult]) -> None
             'A Server Object is missing the required property "protocol"',
             ("servers", "prod"),
         ),
-        ("3.0.0", ("    host: broker.example.com:9092\n", ""), 'A Server Object is missing the required property "host"', None),
+        (
+            "3.0.0",
+            ("    host: broker.example.com:9092\n", ""),
+            'A Server Object is missing the required property "host"',
+            None,
+        ),
         (
             "3.0.0",
             ("    action: send\n", ""),

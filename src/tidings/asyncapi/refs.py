@@ -3,8 +3,9 @@
 The policy is deny-by-default, because a document is untrusted input:
 
 - a reference to a file must stay inside the *root* folder (the project, i.e. the current folder when
-  it holds the document, else the document's own folder, unless the caller names another); ``../../etc/passwd``, absolute paths, ``file://`` URLs and symlinks that lead out are
-  refused unless ``allow_outside_root`` is set;
+  it holds the document, else the document's own folder, unless the caller names another);
+  ``../../etc/passwd``, absolute paths, ``file://`` URLs and symlinks that lead out are refused
+  unless ``allow_outside_root`` is set;
 - ``http(s)`` references are refused unless ``allow_remote`` is set, and even then link-local and
   loopback-metadata style addresses are not special-cased: the caller opted in;
 - every file read goes through the same size and safety checks as the main document.
