@@ -88,6 +88,11 @@ def pointer(path: Sequence[str | int]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
+def dotted(path: Iterable[str | int]) -> str:
+    """``channels.user/signedup.publish``: a path as people write it in prose."""
+    return ".".join(str(p) for p in path)
+
+
 def sort_key(d: Diagnostic) -> tuple[str, int, int, int, str]:
     loc = d.location
     return (loc.file if loc else "", loc.line if loc else 0, loc.column if loc else 0, d.severity, d.code)
@@ -146,4 +151,4 @@ def to_sarif(results: Sequence[tuple[str, Sequence[Diagnostic]]], tool: str, ver
     }
 
 
-__all__ = ["Diagnostic", "Path", "Severity", "has_errors", "pointer", "sort_key", "to_sarif"]
+__all__ = ["Diagnostic", "Path", "Severity", "dotted", "has_errors", "pointer", "sort_key", "to_sarif"]

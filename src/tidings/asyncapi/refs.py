@@ -23,7 +23,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidings.asyncapi.source import DEFAULT_MAX_BYTES, YList, YMap, check_text, parse_text
+from tidings.asyncapi.source import DEFAULT_MAX_BYTES, check_text, kind_of, parse_text
 from tidings.errors import Location, ReferenceError_, SourceError
 
 
@@ -137,7 +137,7 @@ class Resolver:
     def resolve(self, ref: Any, base_file: str, where: Location | None) -> Target:
         """Resolve one ``$ref`` string written in ``base_file`` (its key: absolute path or URL)."""
         if not isinstance(ref, str):
-            raise ReferenceError_(f"$ref must be a string, got {_kind(ref)}", where)
+            raise ReferenceError_(f"$ref must be a string, got {kind_of(ref)}", where)
         cached = self._cache.get((base_file, ref))
         if cached is not None:
             return cached
@@ -262,20 +262,6 @@ def _relative(path: str) -> str:
     except ValueError:
         return path
     return path if rel.startswith(".." + os.sep + "..") else rel
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, YMap | dict):
-        return "an object"
-    if isinstance(value, YList | list):
-        return "an array"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "a string"
 
 
 __all__ = ["LoadOptions", "Resolver", "Target"]

@@ -56,9 +56,18 @@ def bundle_schema(doc: Document, schema: Any, file: str | None = None) -> Any:
     return out
 
 
+def plain_data(value: Any) -> Any:
+    """``value`` as plain dicts/lists with string keys: what the compiled validator expects to read."""
+    if isinstance(value, dict):
+        return {str(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_data(v) for v in value]
+    return value
+
+
 def compile_schema(schema: Any, *, formats: bool = True) -> Any:
     """A compiled draft-07 validator for a bundled schema; raises ``ValueError`` if the schema is broken."""
     return jsonschema_rs.Draft7Validator(schema, validate_formats=formats)
 
 
-__all__ = ["BUNDLE_KEY", "bundle_schema", "compile_schema"]
+__all__ = ["BUNDLE_KEY", "bundle_schema", "compile_schema", "plain_data"]

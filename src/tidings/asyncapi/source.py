@@ -336,6 +336,21 @@ def parse_text(text: str, file: str, duplicates: list[tuple[str, Location, Locat
     return result[0]
 
 
+def kind_of(value: Any) -> str:
+    """How a value reads in a message: "an object", "an array", "null", "a boolean", "a number", "a string"."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a string"
+
+
 def _key_text(value: Any) -> str:
     if value is None:
         return "null"
@@ -355,4 +370,14 @@ def location_of(node: Any, key: str | int | None = None, *, at_key: bool = False
     return None
 
 
-__all__ = ["DEFAULT_MAX_BYTES", "MAX_DEPTH", "Pos", "YList", "YMap", "check_text", "location_of", "parse_text"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "MAX_DEPTH",
+    "Pos",
+    "YList",
+    "YMap",
+    "check_text",
+    "kind_of",
+    "location_of",
+    "parse_text",
+]

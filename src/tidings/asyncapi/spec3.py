@@ -9,18 +9,23 @@ from __future__ import annotations
 from typing import Any
 
 from tidings.asyncapi.diagnostics import Path
-from tidings.asyncapi.source import YMap
+
+# Objects whose table did not change in 3.0 are shared with 2.x.
 from tidings.asyncapi.spec2 import (
-    _SECURITY_IN,
-    _SECURITY_REQUIRED,
-    BINDING_PROTOCOLS,
+    CHANNEL_BINDINGS,
     COMPONENT_KEY,
     COMPONENT_KEY_DESC,
     CONTACT,
     CORRELATION_ID,
     LICENSE,
+    MESSAGE_BINDINGS,
+    OPERATION_BINDINGS,
     SECURITY_TYPES,
+    SERVER_BINDINGS,
+    SERVER_VARIABLE,
+    _components_map,
     _is_asyncapi_format,
+    _security_scheme_extra,
 )
 from tidings.asyncapi.spec_schema import SCHEMA_OR_BOOL
 from tidings.asyncapi.structure import (
@@ -65,25 +70,6 @@ INFO = Obj(
 )
 
 
-def _bindings(kind: str) -> Obj:
-    return Obj(f"{kind} Bindings Object", {p: F(ANY) for p in BINDING_PROTOCOLS})
-
-
-SERVER_BINDINGS = _bindings("Server")
-CHANNEL_BINDINGS = _bindings("Channel")
-OPERATION_BINDINGS = _bindings("Operation")
-MESSAGE_BINDINGS = _bindings("Message")
-
-SERVER_VARIABLE = Obj(
-    "Server Variable Object",
-    {
-        "enum": F(ListOf(STR, unique=True)),
-        "default": F(STR),
-        "description": F(STR),
-        "examples": F(ListOf(STR)),
-    },
-)
-
 OAUTH_FLOW = Obj(
     "OAuth Flow Object",
     {
@@ -103,20 +89,6 @@ OAUTH_FLOWS = Obj(
         "authorizationCode": F(OAUTH_FLOW),
     },
 )
-
-
-def _security_scheme_extra(ck: Checker, node: YMap, path: Path, file: str) -> None:
-    kind = node.get("type") if isinstance(node.get("type"), str) else None  # a list/map "type" is unhashable
-    for req in _SECURITY_REQUIRED.get(kind, ()):  # type: ignore[arg-type]
-        if req not in node:
-            ck.error("structure-required", f'A Security Scheme Object of type "{kind}" must have "{req}"', path)
-    allowed_in = _SECURITY_IN.get(kind)  # type: ignore[arg-type]
-    if allowed_in and "in" in node and node["in"] not in allowed_in:
-        ck.error(
-            "structure-enum",
-            f'"in" for a "{kind}" security scheme must be one of {", ".join(allowed_in)}; got {node["in"]!r}',
-            (*path, "in"),
-        )
 
 
 SECURITY_SCHEME = Obj(
@@ -285,10 +257,6 @@ OPERATION = Obj(
     },
     required=["action", "channel"],
 )
-
-
-def _components_map(spec: Spec) -> MapOf:
-    return MapOf(Ref(spec), key_pattern=COMPONENT_KEY, key_desc=COMPONENT_KEY_DESC)
 
 
 def _schema_component(node: Any) -> Spec | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tidings.asyncapi.diagnostics import Diagnostic, Path, Severity
-from tidings.asyncapi.source import YList, YMap, location_of
+from tidings.asyncapi.source import YList, YMap, kind_of, location_of
 from tidings.errors import Location, ReferenceError_
 
 if TYPE_CHECKING:
@@ -27,20 +27,6 @@ if TYPE_CHECKING:
 
 Version = tuple[int, int, int]
 EXTENSION = re.compile(r"^x-")
-
-
-def kind_of(value: Any) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "a string"
 
 
 def vtext(v: Version) -> str:

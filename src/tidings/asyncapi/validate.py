@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tidings.asyncapi import spec2, spec3
-from tidings.asyncapi.diagnostics import Diagnostic, Path, Severity
+from tidings.asyncapi.diagnostics import Diagnostic, Path, Severity, dotted
 from tidings.asyncapi.document import (
     LATEST_VERSION,
     SUPPORTED_VERSIONS,
@@ -27,7 +27,7 @@ from tidings.asyncapi.document import (
     duplicate_key_diagnostics,
 )
 from tidings.asyncapi.model import PARAMETER_IN_ADDRESS, Message, Model, build_model
-from tidings.asyncapi.schemas import bundle_schema, compile_schema
+from tidings.asyncapi.schemas import bundle_schema, compile_schema, plain_data
 from tidings.asyncapi.spec2 import _is_asyncapi_format
 from tidings.asyncapi.structure import Checker
 from tidings.errors import ReferenceError_
@@ -265,12 +265,12 @@ class _Semantic:
             for part, validator in checks:
                 if part not in example:
                     continue
-                for error in validator.iter_errors(_plain(example[part])):
+                for error in validator.iter_errors(plain_data(example[part])):
                     where, message = explain_schema_error(error)
                     yield self.err(
                         "message-examples",
                         f"example {i} does not match the {part} schema"
-                        f"{' at ' + _dotted(where) if where else ''}: {message}",
+                        f"{' at ' + dotted(where) if where else ''}: {message}",
                         (*msg.path, "examples", i, part, *where),
                     )
 
@@ -288,7 +288,7 @@ class _Semantic:
                 if op_id in seen_ops:
                     yield self.err(
                         "operation-id-unique",
-                        f'operationId "{op_id}" is used twice (first at {_dotted(seen_ops[op_id][:-1])}): '
+                        f'operationId "{op_id}" is used twice (first at {dotted(seen_ops[op_id][:-1])}): '
                         "operationIds must be unique",
                         path,
                     )
@@ -302,7 +302,7 @@ class _Semantic:
                 yield self.err(
                     "message-id-unique",
                     f'messageId "{msg.message_id}" is used by two messages (first at '
-                    f"{_dotted(seen_msgs[msg.message_id])}): messageIds must be unique",
+                    f"{dotted(seen_msgs[msg.message_id])}): messageIds must be unique",
                     (*msg.path, "messageId"),
                 )
             seen_msgs.setdefault(msg.message_id, msg.path)
@@ -493,18 +493,6 @@ def _d(value: Any) -> dict[str, Any]:
 def _l(value: Any) -> list[Any]:
     """``value`` if it is a list, else ``[]`` (``x or []`` is not enough: ``security: true`` would crash)."""
     return value if isinstance(value, list) else []
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _dotted(path: Path) -> str:
-    return ".".join(str(p) for p in path)
 
 
 def _first_line(exc: Exception) -> str:

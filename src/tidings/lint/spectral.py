@@ -47,9 +47,9 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from tidings.asyncapi.diagnostics import Diagnostic, Path
+from tidings.asyncapi.diagnostics import Diagnostic, Path, dotted
 from tidings.asyncapi.document import LATEST_VERSION
-from tidings.asyncapi.schemas import bundle_schema, compile_schema
+from tidings.asyncapi.schemas import bundle_schema, compile_schema, plain_data
 from tidings.asyncapi.spec2 import _is_asyncapi_format
 from tidings.asyncapi.validate import explain_schema_error
 from tidings.lint.helpers import as_dict, as_list, closest_path, iter_items, referenced_paths, truthy
@@ -661,25 +661,13 @@ def _schema_values(ctx: RuleContext, keyword: str) -> Iterator[Diagnostic]:
         except (ValueError, RecursionError):
             continue  # a schema that does not compile is validation's finding
         for where, value in values:
-            for error in validator.iter_errors(_plain(ctx.deref(value))):
+            for error in validator.iter_errors(plain_data(ctx.deref(value))):
                 inner, text = explain_schema_error(error)
                 label = "default" if keyword == "default" else f"example {where[-1]}"
                 yield ctx.report(
-                    f"The {label} does not match its schema{' at ' + _dotted(inner) if inner else ''}: {text}",
+                    f"The {label} does not match its schema{' at ' + dotted(inner) if inner else ''}: {text}",
                     (*path, *where, *inner),
                 )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _dotted(path: Iterable[str | int]) -> str:
-    return ".".join(str(p) for p in path)
 
 
 @rule(
