@@ -7,13 +7,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from tidings.cli.main import app
+from tests.cli import invoke
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = str(REPO / "examples" / "user-service.asyncapi.yaml")
-runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +29,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_the_seed_lints_clean_with_design_advice() -> None:
-    result = runner.invoke(app, ["lint", SEED, "--root", str(REPO)])
+    result = invoke(["lint", SEED, "--root", str(REPO)])
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert out.count("[tidings-payload-event-type]") == 3
@@ -42,9 +39,9 @@ def test_the_seed_lints_clean_with_design_advice() -> None:
 
 
 def test_fail_on_warning_turns_advice_into_failure() -> None:
-    result = runner.invoke(app, ["lint", SEED, "--root", str(REPO), "--fail-on", "warning"])
+    result = invoke(["lint", SEED, "--root", str(REPO), "--fail-on", "warning"])
     assert result.exit_code == 1
-    assert runner.invoke(app, ["lint", SEED, "--root", str(REPO), "--fail-on", "hint"]).exit_code == 1
+    assert invoke(["lint", SEED, "--root", str(REPO), "--fail-on", "hint"]).exit_code == 1
 
 
 def test_an_error_level_rule_fails_the_run(tmp_path: Path) -> None:
@@ -57,14 +54,14 @@ def test_an_error_level_rule_fails_the_run(tmp_path: Path) -> None:
         channels: {}
         """,
     )
-    result = runner.invoke(app, ["lint", str(doc)])
+    result = invoke(["lint", str(doc)])
     assert result.exit_code == 1
     assert "error [asyncapi2-tags-uniqueness]" in result.stdout
 
 
 def test_a_config_can_relevel_a_rule_into_a_failure(tmp_path: Path) -> None:
     config = write(tmp_path / "lint.yaml", "lint:\n  rules:\n    asyncapi-id: error\n")
-    result = runner.invoke(app, ["lint", SEED, "--root", str(REPO), "--config", str(config)])
+    result = invoke(["lint", SEED, "--root", str(REPO), "--config", str(config)])
     assert result.exit_code == 1
     assert "error [asyncapi-id]" in result.stdout
 
@@ -74,24 +71,24 @@ def test_the_config_is_found_from_the_current_folder(tmp_path: Path, monkeypatch
     (project / "docs").mkdir(parents=True)
     write(project / "pyproject.toml", '[tool.tidings.lint]\ndisable = ["guide"]\n')
     monkeypatch.chdir(project / "docs")
-    result = runner.invoke(app, ["lint", SEED, "--root", str(REPO), "--format", "json"])
+    result = invoke(["lint", SEED, "--root", str(REPO), "--format", "json"])
     assert result.exit_code == 0
     assert not [d for d in json.loads(result.stdout)[0]["diagnostics"] if d["code"].startswith("tidings-")]
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     bad = write(tmp_path / "pyproject.toml", '[tool.tidings.lint]\ndisable = ["asyncapi-idd"]\n')
-    result = runner.invoke(app, ["lint", SEED, "--config", str(bad)])
+    result = invoke(["lint", SEED, "--config", str(bad)])
     assert result.exit_code == 2
     assert str(bad) in result.stderr
     assert '"asyncapi-idd"' in result.stderr
     assert result.stderr.count("\n") == 1
-    assert runner.invoke(app, ["lint", SEED, "--fail-on", "loud"]).exit_code == 2
-    assert runner.invoke(app, ["lint", str(tmp_path / "missing.yaml")]).exit_code == 2
+    assert invoke(["lint", SEED, "--fail-on", "loud"]).exit_code == 2
+    assert invoke(["lint", str(tmp_path / "missing.yaml")]).exit_code == 2
 
 
 def test_json_output() -> None:
-    result = runner.invoke(app, ["lint", SEED, "--root", str(REPO), "--format", "json"])
+    result = invoke(["lint", SEED, "--root", str(REPO), "--format", "json"])
     assert result.exit_code == 0
     [report] = json.loads(result.stdout)
     assert report["valid"] is True
@@ -109,7 +106,7 @@ def test_json_output() -> None:
 
 
 def test_sarif_output() -> None:
-    result = runner.invoke(app, ["lint", SEED, "--root", str(REPO), "--format", "sarif"])
+    result = invoke(["lint", SEED, "--root", str(REPO), "--format", "sarif"])
     assert result.exit_code == 0
     log = json.loads(result.stdout)
     assert log["version"] == "2.1.0"
@@ -125,7 +122,7 @@ def test_sarif_output() -> None:
 
 def test_an_invalid_document_fails_with_its_validation_errors(tmp_path: Path) -> None:
     doc = write(tmp_path / "api.yaml", "asyncapi: 2.6.0\ninfo: {title: T}\nchannels: {}\n")
-    result = runner.invoke(app, ["lint", str(doc), "--format", "json"])
+    result = invoke(["lint", str(doc), "--format", "json"])
     assert result.exit_code == 1
     codes = {d["code"] for d in json.loads(result.stdout)[0]["diagnostics"]}
     assert "structure-required" in codes
@@ -134,6 +131,6 @@ def test_an_invalid_document_fails_with_its_validation_errors(tmp_path: Path) ->
 
 def test_a_file_that_cannot_be_read_gives_its_load_error_only(tmp_path: Path) -> None:
     doc = write(tmp_path / "api.yaml", "asyncapi: [2.6.0\n")
-    result = runner.invoke(app, ["lint", str(doc), "--format", "json"])
+    result = invoke(["lint", str(doc), "--format", "json"])
     assert result.exit_code == 1
     assert [d["code"] for d in json.loads(result.stdout)[0]["diagnostics"]] == ["yaml-syntax"]

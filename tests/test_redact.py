@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from tests.cli import invoke
 
-from tidings.cli.main import app
 from tidings.redact import redact_url
 
 DOC = """\
@@ -42,7 +41,7 @@ def test_redact_url(url: str, expected: str) -> None:
 def test_password_in_server_url_is_never_printed(tmp_path: Path, fmt: str) -> None:
     doc = tmp_path / "secrets.yaml"
     doc.write_text(DOC)
-    result = CliRunner().invoke(app, ["validate", "--format", fmt, str(doc)])
+    result = invoke(["validate", "--format", fmt, str(doc)])
     assert result.exit_code == 1, result.output
     assert "server-variables" in result.output
     assert "hunter2" not in result.output

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema_rs
-
 from tidings.asyncapi.document import Document
 from tidings.errors import ReferenceError_
 
@@ -67,6 +65,9 @@ def plain_data(value: Any) -> Any:
 
 def compile_schema(schema: Any, *, formats: bool = True) -> Any:
     """A compiled draft-07 validator for a bundled schema; raises ``ValueError`` if the schema is broken."""
+    # imported here: it costs ~10 ms of start-up and only documents with examples need it
+    import jsonschema_rs
+
     return jsonschema_rs.Draft7Validator(schema, validate_formats=formats)
 
 

@@ -44,17 +44,35 @@ class Spec:
         raise NotImplementedError
 
 
+_CONTAINERS = frozenset({YMap, YList, dict, list})
+
+
+class _Lazy:
+    """A spec given as a function, for tables that refer to themselves (schemas contain schemas)."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Spec]) -> None:
+        self.make = make
+
+
 @dataclass(eq=False)
 class Field:
-    spec: Spec | Callable[[], Spec]
+    spec: Spec | _Lazy
     since: Version | None = None
     until: Version | None = None
 
+    def __init__(
+        self, spec: Spec | Callable[[], Spec], since: Version | None = None, until: Version | None = None
+    ) -> None:
+        self.spec = spec if isinstance(spec, Spec) else _Lazy(spec)
+        self.since = since
+        self.until = until
+
     def resolved(self) -> Spec:
         s = self.spec
-        if isinstance(s, Spec):
-            return s
-        self.spec = s = s()
+        if isinstance(s, _Lazy):
+            self.spec = s = s.make()
         return s
 
 
@@ -198,7 +216,11 @@ class Obj(Spec):
                         at_key=True,
                     )
                     continue
-                ck.visit(value, f.resolved(), sub, file)
+                spec = f.spec if type(f.spec) is not _Lazy else f.resolved()
+                if type(value) in _CONTAINERS:
+                    ck.visit(value, spec, sub, file)  # type: ignore[arg-type]
+                else:
+                    spec.check(ck, value, sub, file)  # type: ignore[union-attr]
                 continue
             if self.extensions and isinstance(key, str) and key.startswith("x-"):
                 if isinstance(value, dict | list):
@@ -416,12 +438,12 @@ class Checker:
 
     def visit(self, node: Any, spec: Spec, path: Path, file: str) -> None:
         # No memo here: a tree is visited once; only references can lead back (see follow()).
+        # No try/finally either: checks report findings, they do not raise.
         if isinstance(node, dict | list):
-            self._current.append((path, node))
-            try:
-                spec.check(self, node, path, file)
-            finally:
-                self._current.pop()
+            current = self._current
+            current.append((path, node))
+            spec.check(self, node, path, file)
+            current.pop()
         else:
             spec.check(self, node, path, file)
 

@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import orjson
-
 from tidings import __version__
 from tidings.asyncapi.diagnostics import Diagnostic, Severity, sort_key, to_sarif
 from tidings.redact import redact_url
@@ -132,6 +130,8 @@ def _counts(counts: dict[Severity, int], *, skip_errors: bool) -> str:
 
 
 def render_json(results: Sequence[FileResult], stream: TextIO | None = None) -> None:
+    import orjson  # only the machine formats need it; keeps the text path's start-up short
+
     payload: list[dict[str, Any]] = [
         {
             "file": r.file,
@@ -145,6 +145,8 @@ def render_json(results: Sequence[FileResult], stream: TextIO | None = None) -> 
 
 
 def render_sarif(results: Sequence[FileResult], stream: TextIO | None = None) -> None:
+    import orjson
+
     log = to_sarif([(r.file, sorted(r.diagnostics, key=sort_key)) for r in results], "tidings", __version__)
     (stream or sys.stdout).write(orjson.dumps(log, option=orjson.OPT_INDENT_2).decode() + "\n")
 
