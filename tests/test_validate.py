@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -886,3 +888,21 @@ def test_lists_of_the_wrong_type_are_reported_not_crashed_on(
     assert {d.code for d in errors(result)} == {"structure-type"}
     for d in errors(result):
         at(d, line_of(text, needle))
+
+
+def test_output_cut_short_by_the_reader_is_no_traceback(tmp_path: Path) -> None:
+    """`tidings validate big.yaml | head -1`: the pipe closes early; the command must end quietly."""
+    doc = tmp_path / "many.yaml"
+    lines = ["asyncapi: 2.6.0", "info: {title: T, version: '1'}", "channels:"]
+    lines += [f"  c{i}:\n    subscribe:\n      operationId: same" for i in range(300)]
+    doc.write_text("\n".join(lines) + "\n")
+    done = subprocess.run(
+        f"{sys.executable} -m tidings validate {doc} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr

@@ -15,6 +15,7 @@ Findings inside a document that *could* be read are not exceptions: they are
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 
 class TidingsError(Exception):
@@ -37,15 +38,25 @@ class Location:
         return f"{self.file}:{self.line}:{self.column}"
 
 
+class Locatable(Protocol):
+    """Anything that knows where it starts: a parsed mapping or sequence."""
+
+    @property
+    def loc(self) -> Location: ...
+
+
 class DocumentError(TidingsError):
     """A document could not be read; carries where, so the CLI can print ``file:line:col: message``."""
 
     code = "document-error"
 
-    def __init__(self, message: str, location: Location | None = None, *, code: str | None = None) -> None:
+    def __init__(self, message: str, location: Location | Locatable | None = None, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.location = location
+        # a node may be given instead of its location: the Location is then built only on error
+        self.location: Location | None = (
+            location.loc if location is not None and not isinstance(location, Location) else location
+        )
         if code is not None:
             self.code = code
 

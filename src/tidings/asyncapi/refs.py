@@ -23,8 +23,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidings.asyncapi.source import DEFAULT_MAX_BYTES, check_text, kind_of, parse_text
-from tidings.errors import Location, ReferenceError_, SourceError
+from tidings.asyncapi.source import DEFAULT_MAX_BYTES, YMap, check_text, kind_of, parse_text
+from tidings.errors import Locatable, Location, ReferenceError_, SourceError
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +108,7 @@ class Resolver:
         self.files[key] = value
         return value
 
-    def _load_remote(self, url: str, where: Location | None) -> Any:
+    def _load_remote(self, url: str, where: Location | Locatable | None) -> Any:
         if url in self.files:
             return self.files[url]
         self._display[url] = url
@@ -128,13 +128,13 @@ class Resolver:
 
     def file_of(self, node: Any, default: str) -> str:
         """The file key (absolute path or URL) a parsed node came from."""
-        loc = getattr(node, "loc", None)
-        if loc is None:
+        file = getattr(node, "file", None)
+        if file is None:
             return default
-        return self._by_display.get(loc.file, default)
+        return self._by_display.get(file, default)
 
     # -- references --------------------------------------------------------------------------
-    def resolve(self, ref: Any, base_file: str, where: Location | None) -> Target:
+    def resolve(self, ref: Any, base_file: str, where: Location | Locatable | None) -> Target:
         """Resolve one ``$ref`` string written in ``base_file`` (its key: absolute path or URL)."""
         if not isinstance(ref, str):
             raise ReferenceError_(f"$ref must be a string, got {kind_of(ref)}", where)
@@ -151,7 +151,7 @@ class Resolver:
         self._cache[(base_file, ref)] = target
         return target
 
-    def _resolve(self, ref: str, base_file: str, where: Location | None) -> Target:
+    def _resolve(self, ref: str, base_file: str, where: Location | Locatable | None) -> Target:
         url, _, fragment = ref.partition("#")
         fragment = urllib.parse.unquote(fragment)
         if url == "":
@@ -162,7 +162,7 @@ class Resolver:
         value, path = self._walk_pointer(doc, fragment, ref, where, file_key)
         return Target(value, file_key, path)
 
-    def _open(self, url: str, base_file: str, where: Location | None) -> tuple[str, Any]:
+    def _open(self, url: str, base_file: str, where: Location | Locatable | None) -> tuple[str, Any]:
         scheme = urllib.parse.urlsplit(url).scheme.lower()
         base_is_remote = base_file.startswith(("http://", "https://"))
         if scheme in ("http", "https") or (scheme == "" and base_is_remote):
@@ -203,7 +203,7 @@ class Resolver:
             raise ReferenceError_(f"referenced file {url!r} cannot be read: {exc}", where) from None
 
     def _walk_pointer(
-        self, doc: Any, fragment: str, ref: str, where: Location | None, file_key: str
+        self, doc: Any, fragment: str, ref: str, where: Location | Locatable | None, file_key: str
     ) -> tuple[Any, tuple[str | int, ...]]:
         if fragment in ("", "/"):
             return doc, ()
@@ -221,7 +221,7 @@ class Resolver:
                         f"$ref {ref!r} runs into a circular reference chain", where, code="circular-ref"
                     )
                 seen.add(id(node))
-                hop = self.resolve(node["$ref"], file_key, getattr(node, "loc", where))
+                hop = self.resolve(node["$ref"], file_key, node if isinstance(node, YMap) else where)
                 node, file_key = hop.value, hop.file
             if isinstance(node, dict) and token in node:
                 node = node[token]
@@ -247,11 +247,11 @@ class Resolver:
             if id(node) in seen:
                 raise ReferenceError_(
                     f"circular $ref chain: {node['$ref']!r} leads back to itself, so it never reaches a value",
-                    getattr(node, "loc", None),
+                    node if isinstance(node, YMap) else None,
                     code="circular-ref",
                 )
             seen.append(id(node))
-            target = self.resolve(node["$ref"], base_file, getattr(node, "loc", None))
+            target = self.resolve(node["$ref"], base_file, node if isinstance(node, YMap) else None)
             node, base_file = target.value, target.file
         return node, base_file
 

@@ -27,7 +27,7 @@ import yaml
 from tidings.errors import Location, SourceError
 
 MAX_DEPTH = 512
-#: how many nodes a document may expand to once aliases are followed, relative to what it holds
+#: how many nodes aliases may add once expanded: 50 per 4 bytes of text (about 50x what a document holds)
 ALIAS_EXPANSION_FACTOR = 50
 ALIAS_EXPANSION_FLOOR = 200_000
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -44,14 +44,10 @@ _CORE_TAGS = {
 }
 
 # YAML 1.2 core schema (what the AsyncAPI parser's YAML reader uses), not YAML 1.1.
-_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
-_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _INT10 = re.compile(r"^[-+]?[0-9]+$")
 _INT8 = re.compile(r"^0o[0-7]+$")
 _INT16 = re.compile(r"^0x[0-9a-fA-F]+$")
 _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
-_INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
-_NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 
 
 Pos = tuple[int, int]
@@ -95,18 +91,23 @@ class YList(list[Any]):
         return Location(self.file, *self.locs[index]) if 0 <= index < len(self.locs) else None
 
 
-_MAYBE_NOT_STR = frozenset("-+.0123456789~nNtTfF")
+# Plain scalars that are not strings: a few words, and numbers (which start with one of these characters).
+_WORDS: dict[str, Any] = {
+    "": None, "~": None, "null": None, "Null": None, "NULL": None,
+    "true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False,
+    ".inf": float("inf"), ".Inf": float("inf"), ".INF": float("inf"), "+.inf": float("inf"),
+    "+.Inf": float("inf"), "+.INF": float("inf"), "-.inf": float("-inf"), "-.Inf": float("-inf"),
+    "-.INF": float("-inf"), ".nan": float("nan"), ".NaN": float("nan"), ".NAN": float("nan"),
+}  # fmt: skip
+_NUMBER_START = frozenset("-+.0123456789")
 
 
 def _plain_scalar(value: str) -> Any:
-    # Most plain scalars are words; only these first characters can start a non-string.
-    if value and value[0] not in _MAYBE_NOT_STR:
+    """YAML 1.2 core schema resolution of a plain (unquoted, untagged) scalar."""
+    if value in _WORDS:
+        return _WORDS[value]
+    if value[0] not in _NUMBER_START:
         return value
-    if _NULL.match(value):
-        return None
-    b = _BOOL.get(value)
-    if b is not None:
-        return b
     if _INT10.match(value):
         return int(value)
     if _INT8.match(value):
@@ -115,10 +116,6 @@ def _plain_scalar(value: str) -> Any:
         return int(value[2:], 16)
     if _FLOAT.match(value):
         return float(value)
-    if _INF.match(value):
-        return float("-inf") if value.startswith("-") else float("inf")
-    if _NAN.match(value):
-        return float("nan")
     return value
 
 
@@ -184,17 +181,17 @@ def parse_text(text: str, file: str, duplicates: list[tuple[str, Location, Locat
     # The loop below is the hot path of every command: it is written flat on purpose (no helper calls
     # per event, positions as int tuples) because it runs once per node of every document.
     #
-    # Each stack frame: [container, anchor, pending key, pending key position, expanded size]
+    # Each stack frame: [container, anchor, pending key, pending key position]
     stack: list[list[Any]] = []
-    anchors: dict[str, tuple[Any, int]] = {}
+    anchors: dict[str, Any] = {}
     result: list[Any] = []
-    nodes = 0
-    expanded = 0
+    # how many nodes aliases may add once expanded, in all (see below)
+    budget = max(ALIAS_EXPANSION_FLOOR, ALIAS_EXPANSION_FACTOR * len(text) // 4)
     get_event = loader.get_event
     scalar_event, map_start, seq_start = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
     map_end, seq_end, alias_event = yaml.MappingEndEvent, yaml.SequenceEndEvent, yaml.AliasEvent
     stream_end = yaml.StreamEndEvent
-    plain = _plain_scalar
+    plain, words, number_start = _plain_scalar, _WORDS, _NUMBER_START
     core_tags = _CORE_TAGS
 
     def where(pos: Pos) -> Location:
@@ -205,12 +202,15 @@ def parse_text(text: str, file: str, duplicates: list[tuple[str, Location, Locat
             event: Any = get_event()
             cls = type(event)
             if cls is scalar_event:
-                nodes += 1
                 mark = event.start_mark
                 pos: Pos = (mark.line + 1, mark.column + 1)
                 tag = event.tag
                 if tag is None:
-                    value: Any = plain(event.value) if (not event.style and event.implicit[0]) else event.value
+                    value: Any = event.value
+                    # only a plain scalar can be something other than a string, and only if it is one
+                    # of a few words or starts like a number: test that before calling anything
+                    if not event.style and (value in words or value[0] in number_start):
+                        value = plain(value)
                 elif tag not in core_tags:
                     raise SourceError(
                         f"YAML tag {tag} is not allowed: documents are data, not objects", where(pos), code="yaml-tag"
@@ -220,10 +220,8 @@ def parse_text(text: str, file: str, duplicates: list[tuple[str, Location, Locat
                 else:
                     value = event.value
                 if event.anchor is not None:
-                    anchors[event.anchor] = (value, 1)
-                size = 1
+                    anchors[event.anchor] = value
             elif cls is map_start or cls is seq_start:
-                nodes += 1
                 mark = event.start_mark
                 pos = (mark.line + 1, mark.column + 1)
                 tag = event.tag
@@ -245,23 +243,25 @@ def parse_text(text: str, file: str, duplicates: list[tuple[str, Location, Locat
                     container.locs = []
                 container.file = file
                 container.pos = pos
-                stack.append([container, event.anchor, None, None, 1])
+                stack.append([container, event.anchor, None, None])
                 continue
             elif cls is map_end or cls is seq_end:
                 frame = stack.pop()
-                value, size = frame[0], frame[4]
+                value = frame[0]
                 pos = value.pos
                 if frame[1] is not None:
-                    anchors[frame[1]] = (value, size)
+                    anchors[frame[1]] = value
             elif cls is alias_event:
                 mark = event.start_mark
                 pos = (mark.line + 1, mark.column + 1)
                 target = anchors.get(event.anchor)
                 if target is None:
                     raise SourceError(f"unknown alias *{event.anchor}", where(pos), code="yaml-alias")
-                value, size = target
-                expanded += size
-                if expanded > ALIAS_EXPANSION_FLOOR and expanded > ALIAS_EXPANSION_FACTOR * nodes:
+                value = target
+                # Aliases are shared, not copied; what is bounded is how much they *would* expand to,
+                # because every walker after this one expands them.
+                budget -= _count_nodes(target, budget)
+                if budget < 0:
                     raise SourceError(
                         "aliases expand to too many nodes (an alias-expansion bomb?): refused",
                         where(pos),
@@ -278,7 +278,6 @@ def parse_text(text: str, file: str, duplicates: list[tuple[str, Location, Locat
                 result.append(value)
                 continue
             top = stack[-1]
-            top[4] += size
             parent = top[0]
             if type(parent) is YList:
                 parent.append(value)
@@ -334,6 +333,20 @@ def parse_text(text: str, file: str, duplicates: list[tuple[str, Location, Locat
             "empty document: expected an AsyncAPI YAML or JSON text", Location(file, 1, 1), code="empty-file"
         )
     return result[0]
+
+
+def _count_nodes(value: Any, limit: int) -> int:
+    """How many nodes ``value`` expands to, counting at most a little past ``limit``."""
+    count = 0
+    todo = [value]
+    while todo and count <= limit:
+        node = todo.pop()
+        count += 1
+        if type(node) is YMap:
+            todo.extend(node.values())
+        elif type(node) is YList:
+            todo.extend(node)
+    return count
 
 
 def kind_of(value: Any) -> str:

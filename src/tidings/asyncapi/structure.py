@@ -194,6 +194,12 @@ class Obj(Spec):
         if not isinstance(node, dict):
             ck.error("structure-type", f"{_label(path)} must be {_article(self.name)}, got {kind_of(node)}", path)
             return
+        # An object can be reached twice (a component checked in place, then through a $ref): once is
+        # enough, and this is also what stops recursive schemas.
+        seen = (id(node), id(self))
+        if seen in ck._done:
+            return
+        ck._done.add(seen)
         version = ck.version
         for key, value in node.items():
             sub = (*path, key)
@@ -292,7 +298,10 @@ class MapOf(Spec):
                 continue
             if self.key_pattern is not None and not self.key_pattern.search(key):
                 ck.error("structure-key", f"key {key!r} is not {self.key_desc}", sub, at_key=True)
-            ck.visit(value, spec, sub, file)
+            if type(value) in _CONTAINERS:
+                ck.visit(value, spec, sub, file)
+            else:
+                spec.check(ck, value, sub, file)
 
 
 class ListOf(Spec):
@@ -317,13 +326,22 @@ class ListOf(Spec):
             ck.error("structure-min-items", f"{_label(path)} must have at least {self.min_items} item(s)", path)
         spec = self.item.resolved()
         for i, value in enumerate(node):
-            ck.visit(value, spec, (*path, i), file)
+            if type(value) in _CONTAINERS:
+                ck.visit(value, spec, (*path, i), file)
+            else:
+                spec.check(ck, value, (*path, i), file)
         if self.unique:
-            seen: list[Any] = []
+            seen: set[Any] = set()
+            unhashable: list[Any] = []
             for i, value in enumerate(node):
-                if value in seen:
+                try:
+                    duplicate = value in seen
+                    seen.add(value)
+                except TypeError:  # objects and arrays: compare the slow way, they are rare here
+                    duplicate = value in unhashable
+                    unhashable.append(value)
+                if duplicate:
                     ck.error("structure-unique", f"{_label(path)} has a duplicate item {value!r}", (*path, i))
-                seen.append(value)
 
 
 class Ref(Spec):
@@ -355,7 +373,8 @@ class Ref(Spec):
                 return
             ck.follow(node, self.inner, path, file)
             return
-        ck.visit(node, self.inner, path, file)
+        # the caller has already entered this node (Checker.visit), so check it in place
+        self.inner.check(ck, node, path, file)
 
 
 class OnlyRef(Spec):
@@ -389,7 +408,7 @@ class Either(Spec):
         if spec is None:
             ck.error("structure-type", f"{_label(path)} must be {self.name}, got {kind_of(node)}", path)
             return
-        ck.visit(node, spec, path, file)
+        spec.check(ck, node, path, file)  # the caller has already entered this node
 
 
 @dataclass
@@ -464,11 +483,7 @@ class Checker:
             return
         finally:
             self._current.pop()
-        if isinstance(target, dict | list):
-            key = (id(target), id(spec))
-            if key in self._done:
-                return
-            self._done.add(key)
+        # no memo here: Obj.check remembers what it has checked, which also ends recursive schemas
         self.visit(target, spec, path, target_file)
 
 

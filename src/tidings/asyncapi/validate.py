@@ -28,6 +28,7 @@ from tidings.asyncapi.document import (
 )
 from tidings.asyncapi.model import PARAMETER_IN_ADDRESS, Message, Model, build_model
 from tidings.asyncapi.schemas import bundle_schema, compile_schema, plain_data
+from tidings.asyncapi.source import YMap
 from tidings.asyncapi.spec2 import _is_asyncapi_format
 from tidings.asyncapi.structure import Checker
 from tidings.errors import ReferenceError_
@@ -71,7 +72,7 @@ def _sweep_references(doc: Document, subtrees: list[tuple[Any, Path, str]]) -> l
             ref = node.get("$ref")
             if isinstance(ref, str):
                 try:
-                    target = resolver.resolve(ref, file, getattr(node, "loc", None))
+                    target = resolver.resolve(ref, file, node if isinstance(node, YMap) else None)
                 except ReferenceError_ as exc:
                     out.append(Diagnostic(E, exc.code, exc.message, (*path, "$ref"), exc.location))
                 else:

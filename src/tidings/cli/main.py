@@ -215,10 +215,12 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         code = 130
+    except BrokenPipeError:  # e.g. `tidings validate ... | head`: the reader left, nothing more to say
+        code = 1
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except BrokenPipeError:  # e.g. `tidings validate ... | head`: the reader left, nothing more to say
+    except BrokenPipeError:
         pass
     os._exit(code)
 
