@@ -2,8 +2,8 @@
 
 The corpus test compares verdicts on real documents, which are almost all valid; this one makes sure we
 also agree on *invalid* documents, one broken rule at a time, in both major versions. The official CLI
-(@asyncapi/cli 6.2.0 on Node 24) is installed from npm into a cache folder by ``official_cli`` in
-``tests/official.py`` (about a minute the first time).
+(@asyncapi/cli 6.2.0 on Node 24) is installed from npm into a cache folder by
+``benchmarks/official_cli.py``, the same peer the benchmark measures (about a minute the first time).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.official import official_cli
+from benchmarks.official_cli import OfficialCli, official_cli
 
 from tidings.asyncapi import check_file
 
@@ -154,12 +154,17 @@ DELIBERATE: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
-def cli() -> list[str]:
-    return official_cli()
+def cli() -> OfficialCli:
+    try:
+        return official_cli()
+    except SystemExit as exc:  # npm missing or the install failed: a real failure in CI
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the official AsyncAPI CLI could not be installed: {exc}")
+        pytest.skip(f"the official AsyncAPI CLI could not be installed: {exc}")
 
 
 @pytest.mark.official_cli
-def test_verdicts_agree_with_official_cli(cli: list[str], tmp_path: Path) -> None:
+def test_verdicts_agree_with_official_cli(cli: OfficialCli, tmp_path: Path) -> None:
     files: list[tuple[str, Path]] = []
     for name, make, mutate in CASES:
         doc = make()
@@ -170,8 +175,7 @@ def test_verdicts_agree_with_official_cli(cli: list[str], tmp_path: Path) -> Non
         files.append((name, path))
 
     def official(path: Path) -> int:
-        env = {**os.environ, "ASYNCAPI_METRICS": "false"}
-        done = subprocess.run([*cli, "validate", str(path)], capture_output=True, timeout=120, env=env, check=False)
+        done = subprocess.run(cli.validate_argv(path), capture_output=True, timeout=120, env=cli.env(), check=False)
         return done.returncode
 
     with ThreadPoolExecutor(max_workers=2) as pool:

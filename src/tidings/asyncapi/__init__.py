@@ -9,7 +9,6 @@ True
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from tidings.asyncapi.diagnostics import Diagnostic, Severity, has_errors
 from tidings.asyncapi.document import SUPPORTED_VERSIONS, Document, load_document
@@ -19,13 +18,16 @@ from tidings.asyncapi.validate import validate
 from tidings.errors import DocumentError
 
 
-@dataclass
 class CheckResult:
     """The outcome of loading and validating one file."""
 
-    file: str
-    document: Document | None
-    diagnostics: list[Diagnostic] = field(default_factory=list)
+    def __init__(self, file: str, document: Document | None, diagnostics: list[Diagnostic] | None = None) -> None:
+        self.file = file
+        self.document = document
+        self.diagnostics: list[Diagnostic] = diagnostics if diagnostics is not None else []
+
+    def __repr__(self) -> str:
+        return f"CheckResult({self.file!r}, valid={self.valid}, {len(self.diagnostics)} diagnostics)"
 
     @property
     def valid(self) -> bool:

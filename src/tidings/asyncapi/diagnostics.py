@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from tidings.errors import Location
@@ -39,23 +38,62 @@ class Severity(enum.IntEnum):
             raise ValueError(f"unknown severity {text!r}: use error, warning, info or hint") from None
 
 
-@dataclass(frozen=True, slots=True)
 class Diagnostic:
+    """One finding. Immutable; equal when severity, code, message, path and location are."""
+
+    __slots__ = ("code", "location", "message", "path", "severity", "suggestion")
+
     severity: Severity
     code: str
     message: str
-    path: Path = ()
-    location: Location | None = None
+    path: Path
+    location: Location | None
     #: a suggested fix in words (``rename to user.created``); empty when there is none
-    suggestion: str = field(default="", compare=False)
+    suggestion: str
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        severity: Severity,
+        code: str,
+        message: str,
+        path: Path = (),
+        location: Location | None = None,
+        suggestion: str = "",
+    ) -> None:
         # Messages quote the document (keys, addresses); a newline or escape sequence in one must not
         # turn one finding into several lines, or forge another, in any output.
-        if not self.message.isprintable():
-            object.__setattr__(self, "message", _printable(self.message))
-        if self.suggestion and not self.suggestion.isprintable():
-            object.__setattr__(self, "suggestion", _printable(self.suggestion))
+        if not message.isprintable():
+            message = _printable(message)
+        if suggestion and not suggestion.isprintable():
+            suggestion = _printable(suggestion)
+        set_ = object.__setattr__
+        set_(self, "severity", severity)
+        set_(self, "code", code)
+        set_(self, "message", message)
+        set_(self, "path", tuple(path))
+        set_(self, "location", location)
+        set_(self, "suggestion", suggestion)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Diagnostic is immutable: use with_severity() or a new Diagnostic ({name})")
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.severity, self.code, self.message, self.path, self.location)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Diagnostic) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Diagnostic({self.severity!r}, {self.code!r}, {self.message!r}, {self.path!r}, "
+            f"{self.location!r}, {self.suggestion!r})"
+        )
+
+    def with_severity(self, severity: Severity) -> Diagnostic:
+        return Diagnostic(severity, self.code, self.message, self.path, self.location, self.suggestion)
 
     @property
     def json_path(self) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from tidings.asyncapi.diagnostics import Diagnostic, Path, Severity
@@ -22,16 +21,18 @@ LATEST_VERSION = "3.1.0"
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-[0-9A-Za-z.\-]+)?$")
 
 
-@dataclass
 class Document:
     """One AsyncAPI document as read from disk, before any judgement of its content."""
 
-    file: str
-    #: absolute path (or URL) used as the base for relative references
-    key: str
-    data: Any
-    resolver: Resolver
-    diagnostics: list[Diagnostic] = field(default_factory=list)
+    def __init__(self, file: str, key: str, data: Any, resolver: Resolver) -> None:
+        self.file = file
+        #: absolute path (or URL) used as the base for relative references
+        self.key = key
+        self.data = data
+        self.resolver = resolver
+
+    def __repr__(self) -> str:
+        return f"Document({self.file!r}, asyncapi={self.version!r})"
 
     @property
     def version(self) -> str | None:

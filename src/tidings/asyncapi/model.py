@@ -21,7 +21,6 @@ reached through a ``$ref``), so findings about it can point at the source.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tidings.asyncapi.diagnostics import Path
@@ -31,67 +30,153 @@ Action = Literal["send", "receive"]
 PARAMETER_IN_ADDRESS = re.compile(r"\{([^{}]*)\}")
 
 
-@dataclass(slots=True)
-class Server:
-    name: str
-    url: str
-    protocol: str
-    path: Path
-    raw: dict[str, Any]
-    variables: dict[str, dict[str, Any]] = field(default_factory=dict)
+class _Record:
+    """Attribute records with keyword construction, an informative repr and value equality.
+
+    (Not dataclasses: see :mod:`tidings.errors` for why the validate path avoids them.)
+    """
+
+    __slots__: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__ if k not in ("raw", "messages"))
+        return f"{type(self).__name__}({shown})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
-@dataclass(slots=True)
-class Message:
-    key: str
-    path: Path
-    raw: dict[str, Any]
-    name: str | None = None
-    message_id: str | None = None
-    content_type: str | None = None
-    schema_format: str | None = None
-    payload: Any = None
-    headers: Any = None
-    examples: list[Any] = field(default_factory=list)
+class Server(_Record):
+    __slots__ = ("name", "path", "protocol", "raw", "url", "variables")
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        protocol: str,
+        path: Path,
+        raw: dict[str, Any],
+        variables: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.protocol = protocol
+        self.path = path
+        self.raw = raw
+        self.variables = variables if variables is not None else {}
 
 
-@dataclass(slots=True)
-class Channel:
-    key: str
-    address: str | None
-    path: Path
-    raw: dict[str, Any]
-    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
-    messages: list[Message] = field(default_factory=list)
-    servers: list[str] | None = None
-    description: str | None = None
+class Message(_Record):
+    __slots__ = (
+        "content_type",
+        "examples",
+        "headers",
+        "key",
+        "message_id",
+        "name",
+        "path",
+        "payload",
+        "raw",
+        "schema_format",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        path: Path,
+        raw: dict[str, Any],
+        name: str | None = None,
+        message_id: str | None = None,
+        content_type: str | None = None,
+        schema_format: str | None = None,
+        payload: Any = None,
+        headers: Any = None,
+        examples: list[Any] | None = None,
+    ) -> None:
+        self.key = key
+        self.path = path
+        self.raw = raw
+        self.name = name
+        self.message_id = message_id
+        self.content_type = content_type
+        self.schema_format = schema_format
+        self.payload = payload
+        self.headers = headers
+        self.examples = examples if examples is not None else []
 
 
-@dataclass(slots=True)
-class Operation:
-    key: str
-    action: Action
-    channel: Channel | None
-    path: Path
-    raw: dict[str, Any]
-    operation_id: str | None = None
-    messages: list[Message] = field(default_factory=list)
-    description: str | None = None
-    summary: str | None = None
+class Channel(_Record):
+    __slots__ = ("address", "description", "key", "messages", "parameters", "path", "raw", "servers")
+
+    def __init__(
+        self,
+        key: str,
+        address: str | None,
+        path: Path,
+        raw: dict[str, Any],
+        parameters: dict[str, dict[str, Any]] | None = None,
+        messages: list[Message] | None = None,
+        servers: list[str] | None = None,
+        description: str | None = None,
+    ) -> None:
+        self.key = key
+        self.address = address
+        self.path = path
+        self.raw = raw
+        self.parameters = parameters if parameters is not None else {}
+        self.messages = messages if messages is not None else []
+        self.servers = servers
+        self.description = description
 
 
-@dataclass
+class Operation(_Record):
+    __slots__ = ("action", "channel", "description", "key", "messages", "operation_id", "path", "raw", "summary")
+
+    def __init__(
+        self,
+        key: str,
+        action: Action,
+        channel: Channel | None,
+        path: Path,
+        raw: dict[str, Any],
+        operation_id: str | None = None,
+        messages: list[Message] | None = None,
+        description: str | None = None,
+        summary: str | None = None,
+    ) -> None:
+        self.key = key
+        self.action = action
+        self.channel = channel
+        self.path = path
+        self.raw = raw
+        self.operation_id = operation_id
+        self.messages = messages if messages is not None else []
+        self.description = description
+        self.summary = summary
+
+
 class Model:
-    version: str
-    major: int
-    title: str | None
-    servers: dict[str, Server] = field(default_factory=dict)
-    channels: dict[str, Channel] = field(default_factory=dict)
-    operations: dict[str, Operation] = field(default_factory=dict)
-    #: every distinct message reachable from channels/operations, plus components.messages
-    messages: list[Message] = field(default_factory=list)
-    security_schemes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    default_content_type: str | None = None
+    """The whole document: servers, channels, operations and messages, keyed as written."""
+
+    def __init__(self, version: str, major: int, title: str | None, default_content_type: str | None = None) -> None:
+        self.version = version
+        self.major = major
+        self.title = title
+        self.default_content_type = default_content_type
+        self.servers: dict[str, Server] = {}
+        self.channels: dict[str, Channel] = {}
+        self.operations: dict[str, Operation] = {}
+        #: every distinct message reachable from channels/operations, plus components.messages
+        self.messages: list[Message] = []
+        self.security_schemes: dict[str, dict[str, Any]] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"Model(asyncapi={self.version!r}, {len(self.channels)} channels, {len(self.operations)} operations, "
+            f"{len(self.messages)} messages)"
+        )
 
 
 def _d(value: Any) -> dict[str, Any]:

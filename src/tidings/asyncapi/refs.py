@@ -20,15 +20,13 @@ from __future__ import annotations
 import difflib
 import os
 import urllib.parse
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from tidings.asyncapi.source import DEFAULT_MAX_BYTES, YMap, check_text, kind_of, parse_text
 from tidings.errors import Locatable, Location, ReferenceError_, SourceError
 
 
-@dataclass(frozen=True, slots=True)
-class LoadOptions:
+class LoadOptions(NamedTuple):
     """What a load may do beyond reading the one file it was given."""
 
     max_bytes: int = DEFAULT_MAX_BYTES
@@ -40,8 +38,7 @@ class LoadOptions:
     remote_timeout: float = 10.0
 
 
-@dataclass(slots=True)
-class Target:
+class Target(NamedTuple):
     """Where a reference led: the value, the file holding it, and its path inside that file."""
 
     value: Any
@@ -49,25 +46,22 @@ class Target:
     path: tuple[str | int, ...]
 
 
-@dataclass
 class Resolver:
     """Loads the files a document refers to (each once) and resolves references between them."""
 
-    options: LoadOptions
-    root_dir: str
-    files: dict[str, Any] = field(default_factory=dict)
-    #: (key, first, second) for each duplicate key met in any loaded file
-    duplicates: list[tuple[str, Location, Location]] = field(default_factory=list)
-    _display: dict[str, str] = field(default_factory=dict)
-    _by_display: dict[str, str] = field(default_factory=dict)
-    _cache: dict[tuple[str, str], Target] = field(default_factory=dict)
-    #: references being resolved right now: a pointer that walks through a $ref which leads back into
-    #: the same pointer (``A: {$ref: '#/A/x'}``) would otherwise recurse until RecursionError
-    _resolving: set[tuple[str, str]] = field(default_factory=set)
-    _real_root: str = ""
-
-    def __post_init__(self) -> None:
-        self._real_root = os.path.realpath(self.root_dir)
+    def __init__(self, options: LoadOptions, root_dir: str) -> None:
+        self.options = options
+        self.root_dir = root_dir
+        self.files: dict[str, Any] = {}
+        #: (key, first, second) for each duplicate key met in any loaded file
+        self.duplicates: list[tuple[str, Location, Location]] = []
+        self._display: dict[str, str] = {}
+        self._by_display: dict[str, str] = {}
+        self._cache: dict[tuple[str, str], Target] = {}
+        #: references being resolved right now: a pointer that walks through a $ref which leads back
+        #: into the same pointer (``A: {$ref: '#/A/x'}``) would otherwise recurse until RecursionError
+        self._resolving: set[tuple[str, str]] = set()
+        self._real_root = os.path.realpath(root_dir)
 
     # -- files -------------------------------------------------------------------------------
     def display_name(self, key: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tidings.asyncapi.diagnostics import Diagnostic, Path, Severity
@@ -56,16 +55,15 @@ class _Lazy:
         self.make = make
 
 
-@dataclass(eq=False)
 class Field:
-    spec: Spec | _Lazy
-    since: Version | None = None
-    until: Version | None = None
+    """One field of a table: its spec, and the version that introduced (or removed) it."""
+
+    __slots__ = ("since", "spec", "until")
 
     def __init__(
         self, spec: Spec | Callable[[], Spec], since: Version | None = None, until: Version | None = None
     ) -> None:
-        self.spec = spec if isinstance(spec, Spec) else _Lazy(spec)
+        self.spec: Spec | _Lazy = spec if isinstance(spec, Spec) else _Lazy(spec)
         self.since = since
         self.until = until
 
@@ -411,17 +409,18 @@ class Either(Spec):
         spec.check(ck, node, path, file)  # the caller has already entered this node
 
 
-@dataclass
 class Checker:
     """Walks a document against the tables, following references; collects diagnostics."""
 
-    resolver: Resolver
-    version: Version
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    _done: set[tuple[int, int]] = field(default_factory=set)
-    #: subtrees the tables say nothing about (extensions, bindings, examples): still swept for $refs
-    unchecked: list[tuple[Any, Path, str]] = field(default_factory=list)
-    _current: list[Any] = field(default_factory=list)
+    def __init__(self, resolver: Resolver, version: Version) -> None:
+        self.resolver = resolver
+        self.version = version
+        self.diagnostics: list[Diagnostic] = []
+        self._done: set[tuple[int, int]] = set()
+        #: subtrees the tables say nothing about (extensions, bindings, examples): still swept for $refs
+        self.unchecked: list[tuple[Any, Path, str]] = []
+        #: (path, node) of the containers being checked, innermost last: where a finding is located
+        self._current: list[Any] = []
 
     def error(
         self,

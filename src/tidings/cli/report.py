@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from tidings import __version__
@@ -21,13 +20,17 @@ _STYLE = {
 _RESET = "\x1b[0m"
 
 
-@dataclass
 class FileResult:
-    file: str
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    version: str | None = None
-    #: set when the file could not be read at all
-    fatal: bool = False
+    """One file's findings, as the reports print them."""
+
+    def __init__(
+        self, file: str, diagnostics: list[Diagnostic] | None = None, version: str | None = None, fatal: bool = False
+    ) -> None:
+        self.file = file
+        self.diagnostics: list[Diagnostic] = diagnostics if diagnostics is not None else []
+        self.version = version
+        #: set when the file could not be read at all
+        self.fatal = fatal
 
     @property
     def errors(self) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import Any
 
 from tidings.asyncapi import CheckResult, check_file
@@ -52,7 +51,7 @@ def lint_document(doc: Document, config: LintConfig | None = None) -> list[Diagn
             ]
         for d in found:
             if d.code == rule.code and d.severity is not severity:
-                d = replace(d, severity=severity)
+                d = d.with_severity(severity)
             key = (d.code, d.path, d.message)
             if key not in seen:
                 seen.add(key)
