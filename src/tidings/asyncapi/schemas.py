@@ -8,6 +8,7 @@ rewritten to point there. Recursive schemas stay recursive; nothing is expanded 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tidings.asyncapi.document import Document
@@ -93,7 +94,16 @@ def compile_schema(schema: Any, *, formats: bool = True) -> Any:
     # imported here: it costs ~10 ms of start-up and only documents with examples need it
     import jsonschema_rs
 
-    return jsonschema_rs.Draft7Validator(schema, validate_formats=formats)
+    # "uuid" is a format of later drafts that draft-07 tooling (ajv-formats, as the AsyncAPI tools use it)
+    # checks anyway, and the guide's events rely on it for event_id
+    return jsonschema_rs.Draft7Validator(schema, validate_formats=formats, formats={"uuid": _is_uuid})
+
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def _is_uuid(value: str) -> bool:
+    return _UUID.match(value) is not None
 
 
 __all__ = ["BUNDLE_KEY", "bundle_schema", "compile_schema", "plain_data"]
