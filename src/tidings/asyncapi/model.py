@@ -192,6 +192,9 @@ class _Builder:
         return self.doc.try_deref(node)
 
     def message(self, key: str, node: Any, path: Path) -> Message | None:
+        ref = node.get("$ref") if isinstance(node, dict) else None
+        if isinstance(ref, str) and "/" in ref:
+            key = ref.rsplit("/", 1)[-1]  # a referenced component is known by its component name
         raw = self.deref(node)
         if not isinstance(raw, dict):
             return None

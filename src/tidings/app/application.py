@@ -1,0 +1,373 @@
+"""The App: a registry of subscribers, a middleware stack built once, and a lifecycle.
+
+>>> app = App(broker="memory://", name="user-service")
+>>> @app.subscriber("user.created", group="email-service")
+... async def send_welcome(event: UserCreated) -> None:
+...     ...
+
+The path of a received message (each step is one place in the code):
+
+1. the broker hands over a :class:`~tidings.brokers.base.Delivery`;
+2. :func:`~tidings.events.codec.decode` turns bytes into an envelope and a dict (unreadable: dead-lettered);
+3. the middleware stack runs: contract check first (broken contract: dead-lettered), then the user's
+   middleware, then the typed handler;
+4. the delivery is acknowledged once the handler returned; a handler that raised is redelivered with
+   backoff, and dead-lettered after ``max_attempts``.
+
+Publishing runs the same contract check before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from tidings.app.contract import Contract, ContractError, load_contract
+from tidings.brokers.base import Broker, Delivery, Message, Subscription, broker_from_url
+from tidings.errors import UsageError
+from tidings.events.codec import DecodeError, Placement, decode, encode
+from tidings.events.envelope import ENVELOPE_FIELDS, Envelope, new_envelope
+from tidings.events.event import Event
+
+if TYPE_CHECKING:
+    from tidings.asyncapi.export import AppDescription
+
+log = logging.getLogger("tidings.app")
+
+#: the envelope of the event being handled in this task: publishes inside a handler inherit from it
+_current: ContextVar[Envelope | None] = ContextVar("tidings_current_event", default=None)
+
+
+class Incoming:
+    """A received message on its way through the middleware stack."""
+
+    __slots__ = ("channel", "data", "delivery", "envelope", "event", "group", "subscriber")
+
+    def __init__(self, delivery: Delivery, envelope: Envelope, data: dict[str, Any], subscriber: Subscriber) -> None:
+        self.delivery = delivery
+        self.channel = delivery.message.channel
+        self.envelope = envelope
+        self.data = data
+        self.subscriber = subscriber
+        self.group = subscriber.group
+        #: the typed event (an Event instance, or the dict for untyped handlers), set by the handler layer
+        self.event: Any = None
+
+    @property
+    def attempt(self) -> int:
+        return self.delivery.attempt
+
+
+CallNext = Callable[[Incoming], Awaitable[None]]
+Middleware = Callable[[Incoming, CallNext], Awaitable[None]]
+HandlerFunc = Callable[..., Any]
+
+
+class EventContext:
+    """What a handler may ask about the message it handles (declare a second parameter to get it)."""
+
+    __slots__ = ("attempt", "channel", "envelope", "group", "headers")
+
+    def __init__(self, incoming: Incoming) -> None:
+        self.envelope = incoming.envelope
+        self.channel = incoming.channel
+        self.group = incoming.group
+        self.attempt = incoming.attempt
+        self.headers = incoming.delivery.message.headers
+
+
+class Subscriber:
+    """One registered handler: where it listens, as which group, and what event type it takes."""
+
+    def __init__(self, channel: str, group: str, func: HandlerFunc, prefetch: int) -> None:
+        self.channel = channel
+        self.group = group
+        self.func = func
+        self.prefetch = prefetch
+        self.name = getattr(func, "__qualname__", repr(func))
+        self.event_class, self.wants_context, self.annotated = _handler_signature(func)
+        self.is_async = inspect.iscoroutinefunction(func)
+
+    def parse(self, data: dict[str, Any]) -> Any:
+        if self.event_class is None:
+            return data
+        fields = self.event_class.model_fields
+        # envelope fields travel in the body (the guide's flat style) but are not the model's fields
+        payload = {k: v for k, v in data.items() if k in fields or k not in ENVELOPE_FIELDS}
+        return self.event_class.model_validate(payload)
+
+
+def _handler_signature(func: HandlerFunc) -> tuple[type[Event] | None, bool, bool]:
+    """(event class or None, takes a context, the event parameter's annotation could be read)."""
+    params = list(inspect.signature(func).parameters.values())
+    if not params or len(params) > 2:
+        raise UsageError(f"handler {getattr(func, '__qualname__', func)!r} must take (event) or (event, context)")
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:  # unresolvable forward references (a class made at run time): treat as untyped
+        hints = {}
+    annotation = hints.get(params[0].name)
+    event_class = annotation if isinstance(annotation, type) and issubclass(annotation, Event) else None
+    return event_class, len(params) == 2, annotation is not None
+
+
+def _layer(middleware: Middleware, call_next: CallNext) -> CallNext:
+    async def layer(incoming: Incoming) -> None:
+        await middleware(incoming, call_next)
+
+    return layer
+
+
+class App:
+    """An event-driven application: subscribers, publishing, contract, middleware and lifecycle."""
+
+    def __init__(
+        self,
+        broker: Broker | str = "memory://",
+        *,
+        name: str = "tidings-app",
+        asyncapi: str | os.PathLike[str] | Contract | None = None,
+        placement: Placement | str = Placement.PAYLOAD,
+        middleware: Sequence[Middleware] = (),
+        on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+        on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+        max_attempts: int = 5,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self.broker = broker_from_url(broker) if isinstance(broker, str) else broker
+        self.name = name
+        self.contract = load_contract(asyncapi) if isinstance(asyncapi, str | os.PathLike) else asyncapi
+        self.placement = Placement(placement)
+        self.middleware = list(middleware)
+        self.on_startup = list(on_startup)
+        self.on_shutdown = list(on_shutdown)
+        self.max_attempts = max_attempts
+        self.shutdown_timeout = shutdown_timeout
+        self.subscribers: list[Subscriber] = []
+        #: event classes this app publishes (declared with publisher(), or seen by publish())
+        self.publishers: dict[str, type[Event]] = {}
+        self._subscriptions: list[Subscription] = []
+        self._running = False
+        self._document_events: dict[str, type[Event]] = {}
+
+    @classmethod
+    def from_asyncapi(cls, path: str | os.PathLike[str], broker: Broker | str = "memory://", **kwargs: Any) -> App:
+        """An app bound to the document at ``path``, with an event class per channel (see :meth:`event_class`)."""
+        from tidings.app.models import event_classes
+
+        contract = load_contract(path)
+        app = cls(broker, asyncapi=contract, **kwargs)
+        app._document_events = event_classes(contract.document)
+        return app
+
+    def event_class(self, channel: str) -> type[Event]:
+        """The event class generated from the bound document for ``channel`` (see :meth:`from_asyncapi`)."""
+        try:
+            return self._document_events[channel]
+        except KeyError:
+            known = ", ".join(sorted(self._document_events)) or "none: use App.from_asyncapi(...)"
+            raise UsageError(f"no message schema for channel {channel!r} in the bound document ({known})") from None
+
+    # -- declaring --------------------------------------------------------------------------
+    def subscriber(
+        self, channel: str, *, group: str | None = None, prefetch: int = 16
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Register ``func`` to handle the events of ``channel`` (a name or a pattern like ``user.*``)."""
+
+        def register(func: HandlerFunc) -> HandlerFunc:
+            if self._running:
+                raise UsageError("subscribers must be declared before the app starts")
+            subscriber = Subscriber(channel, group or self.name, func, prefetch)
+            if not subscriber.annotated and channel in self._document_events:
+                # contract-first: an untyped handler on a documented channel gets the document's event class
+                subscriber.event_class = self._document_events[channel]
+            self.subscribers.append(subscriber)
+            return func
+
+        return register
+
+    def publisher(self, *event_classes: type[Event]) -> None:
+        """Declare the events this app publishes (for the generated AsyncAPI document)."""
+        for cls in event_classes:
+            self.publishers[cls.event_type()] = cls
+
+    def describe(self) -> AppDescription:
+        """What this app publishes and consumes, for its AsyncAPI document (``tidings asyncapi``)."""
+        from tidings.app.describe import describe_app
+
+        return describe_app(self)
+
+    # -- publishing -------------------------------------------------------------------------
+    async def publish(
+        self,
+        event: Event | Mapping[str, Any],
+        *,
+        channel: str | None = None,
+        event_type: str | None = None,
+        version: str | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Envelope:
+        """Fill the envelope, check the contract, encode, and hand the message to the broker.
+
+        Inside a handler, the new event's correlation id is the handled event's, and its causation id is
+        the handled event's id. Raises :class:`ContractError` (and sends nothing) if the message breaks
+        its channel's schema.
+        """
+        if isinstance(event, Event):
+            cls = type(event)
+            event_type = event_type or cls.event_type()
+            version = version or cls.event_version()
+            self.publishers.setdefault(event_type, cls)
+            data = event.model_dump(mode="json")
+        else:
+            if not event_type:
+                raise UsageError("publishing a plain mapping needs event_type=...")
+            data = dict(event)
+            version = version or "1.0"
+        parent = _current.get()
+        envelope = new_envelope(
+            event_type,
+            version,
+            source=self.name,
+            correlation_id=parent.correlation_id if parent else "",
+            causation_id=parent.event_id if parent else "",
+        )
+        channel = channel or event_type
+        body, extra_headers = encode(envelope, data, self.placement)
+        if self.contract is not None:
+            checked = {**envelope.to_dict(), **data} if self.placement is Placement.PAYLOAD else data
+            contract = self.contract.for_channel(channel)
+            if contract is not None:
+                contract.check(channel, checked)
+        if headers:
+            extra_headers = {**headers, **extra_headers}
+        await self.broker.publish(Message(channel, body, extra_headers, key))
+        return envelope
+
+    # -- receiving --------------------------------------------------------------------------
+    def _build_stack(self, subscriber: Subscriber) -> CallNext:
+        async def call_handler(incoming: Incoming) -> None:
+            incoming.event = subscriber.parse(incoming.data)
+            args: tuple[Any, ...] = (
+                (incoming.event, EventContext(incoming)) if subscriber.wants_context else (incoming.event,)
+            )
+            if subscriber.is_async:
+                await subscriber.func(*args)
+            else:
+                # a sync handler must not block the event loop; contextvars go with it to the thread
+                await asyncio.to_thread(subscriber.func, *args)
+
+        # built once per subscriber at start: each layer is a closure over the next (no per-message setup)
+        stack: CallNext = call_handler
+        for middleware in reversed([self._check_contract, *self.middleware]):
+            stack = _layer(middleware, stack)
+        return stack
+
+    async def _check_contract(self, incoming: Incoming, call_next: CallNext) -> None:
+        if self.contract is not None:
+            contract = self.contract.for_channel(incoming.channel)
+            if contract is not None:
+                contract.check(incoming.channel, incoming.data)
+        await call_next(incoming)
+
+    def _delivery_handler(self, subscriber: Subscriber) -> Callable[[Delivery], Awaitable[None]]:
+        stack = self._build_stack(subscriber)
+
+        async def handle(delivery: Delivery) -> None:
+            try:
+                envelope, data = decode(delivery.message.body, delivery.message.headers)
+            except DecodeError as exc:
+                await delivery.dead_letter(f"undecodable: {exc.reason}")
+                return
+            incoming = Incoming(delivery, envelope, data, subscriber)
+            token = _current.set(envelope)
+            try:
+                await stack(incoming)
+            except ContractError as exc:
+                await delivery.dead_letter(f"contract: {exc.reason}")
+                return
+            except Exception as exc:
+                if delivery.attempt >= self.max_attempts:
+                    await delivery.dead_letter(f"handler {subscriber.name} failed {delivery.attempt} times: {exc!r}")
+                else:
+                    log.warning("handler %s failed (attempt %d): %r", subscriber.name, delivery.attempt, exc)
+                    await delivery.nack(delay=min(30.0, 0.05 * 2 ** (delivery.attempt - 1)))
+                return
+            finally:
+                _current.reset(token)
+            await delivery.ack()
+
+        return handle
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._running:
+            return
+        await self.broker.start()
+        for hook in self.on_startup:
+            await hook()
+        for subscriber in self.subscribers:
+            subscription = await self.broker.subscribe(
+                subscriber.channel, subscriber.group, self._delivery_handler(subscriber), prefetch=subscriber.prefetch
+            )
+            self._subscriptions.append(subscription)
+        self._running = True
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop intake, let in-flight handlers finish (up to ``timeout`` s), then disconnect.
+
+        A handler still running at the timeout is cancelled and its message is *not* acknowledged, so
+        the broker delivers it again: nothing unfinished is acknowledged, nothing acknowledged is lost.
+        """
+        if not self._running:
+            return
+        self._running = False
+        timeout = self.shutdown_timeout if timeout is None else timeout
+        closing = asyncio.gather(*(s.close() for s in self._subscriptions), return_exceptions=True)
+        try:
+            await asyncio.wait_for(closing, timeout)
+        except TimeoutError:
+            log.warning(
+                "shutdown: handlers still running after %.1f s were cancelled (they will be redelivered)", timeout
+            )
+        self._subscriptions.clear()
+        for hook in self.on_shutdown:
+            await hook()
+        await self.broker.close()
+
+    async def __aenter__(self) -> App:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[App]:
+        async with self:
+            yield self
+
+    async def serve(self, stop: asyncio.Event | None = None) -> None:
+        """Run until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        async with self:
+            await stop.wait()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+__all__ = ["App", "CallNext", "EventContext", "Incoming", "Middleware", "Subscriber"]

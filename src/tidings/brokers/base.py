@@ -1,0 +1,193 @@
+"""The Broker port: the one small interface every transport implements, speaking only tidings' types.
+
+A broker moves :class:`Message` values (bytes and string headers) on named channels. Consumers
+subscribe with a *group*: every group gets every message once, members of one group share the work
+(Kafka consumer groups, RabbitMQ queues bound to an exchange, NATS durable consumers...).
+
+A handler receives a :class:`Delivery` and settles it exactly once::
+
+    async def handle(delivery: Delivery) -> None:
+        try:
+            process(delivery.message)
+        except Exception:
+            await delivery.nack(delay=1.0)   # redeliver later
+            return
+        await delivery.ack()                 # done: never delivered to this group again
+
+    async with broker:
+        await broker.subscribe("user.created", "email-service", handle)
+        await broker.publish(Message("user.created", b'{"event_id": ...}'))
+
+Delivery is *at least once*: a message whose delivery is not acknowledged (the process died, the
+handler nacked) is delivered again. What a broker cannot do natively it says in :attr:`Broker.capabilities`,
+and the application layer fills in.
+"""
+
+from __future__ import annotations
+
+import abc
+import fnmatch
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import NamedTuple, Self
+
+from tidings.errors import TidingsError, UsageError
+from tidings.redact import redact_url
+
+
+class BrokerError(TidingsError):
+    """The broker could not do what was asked (connection lost, publish not confirmed...)."""
+
+
+class Message(NamedTuple):
+    """One message as a broker carries it."""
+
+    channel: str
+    body: bytes
+    headers: Mapping[str, str] = {}
+    #: ordering key: messages with the same key are delivered in publish order
+    key: str | None = None
+
+
+class Delivery(abc.ABC):
+    """A message handed to a subscriber, to be settled once: ack, nack or dead_letter."""
+
+    message: Message
+    #: 1 on first delivery, 2 on the first redelivery...
+    attempt: int
+
+    @abc.abstractmethod
+    async def ack(self) -> None:
+        """Done: the group will not see this message again."""
+
+    @abc.abstractmethod
+    async def nack(self, *, delay: float = 0.0) -> None:
+        """Not done: deliver it again, after ``delay`` seconds."""
+
+    @abc.abstractmethod
+    async def dead_letter(self, reason: str) -> None:
+        """Give up on it: keep it, with ``reason``, in the dead-letter store, and do not deliver it again."""
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class Subscription(abc.ABC):
+    channel: str
+    group: str
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop taking new deliveries; those being handled may still settle."""
+
+
+class DeadLetter(NamedTuple):
+    message: Message
+    group: str
+    reason: str
+    attempts: int
+
+
+#: what a broker may promise; the app layer fills in what is missing
+ORDERING = "ordering"  # per key
+DELAYED_REDELIVERY = "delayed-redelivery"
+DEAD_LETTER = "dead-letter"
+DURABLE = "durable"
+PATTERNS = "patterns"
+
+
+class Broker(abc.ABC):
+    """A transport. Implementations live one per module in :mod:`tidings.brokers`."""
+
+    #: the URL scheme(s) this broker answers to
+    schemes: tuple[str, ...] = ()
+    capabilities: frozenset[str] = frozenset()
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """The broker's URL with any password removed (safe to log and to put in documents)."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect; idempotent."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop every subscription and disconnect; idempotent."""
+
+    @abc.abstractmethod
+    async def publish(self, message: Message) -> None:
+        """Hand ``message`` to the broker; returns once the broker has it (durably, where it is durable)."""
+
+    @abc.abstractmethod
+    async def subscribe(self, channel: str, group: str, handler: Handler, *, prefetch: int = 16) -> Subscription:
+        """Deliver the messages of ``channel`` (a name, or a pattern like ``user.*``) to ``handler``.
+
+        At most ``prefetch`` deliveries of this subscription are in flight at once.
+        """
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """What has been dead-lettered, oldest first (where the broker keeps it)."""
+        return []
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+def channel_matcher(pattern: str) -> Callable[[str], bool]:
+    """``user.*`` matches one segment (``user.created``), ``user.#`` / ``user.>`` any number of them.
+
+    A channel parameter segment, as AsyncAPI writes it (``user.{userId}.renamed``), matches one segment too.
+    """
+    if not any(c in pattern for c in "*#>{"):
+        return pattern.__eq__
+    parts = []
+    for segment in pattern.split("."):
+        if segment.startswith("{") and segment.endswith("}"):
+            parts.append(r"[^.]+")
+        elif segment in ("#", ">"):
+            parts.append(r".*")
+        else:
+            parts.append(fnmatch.translate(segment).removesuffix(r"\Z").replace(".*", "[^.]*"))
+    regex = re.compile(r"\.".join(parts).replace(r"\..*", r"(\..*)?") + r"\Z")
+    return lambda channel: regex.match(channel) is not None
+
+
+def broker_from_url(url: str) -> Broker:
+    """The broker for ``url``: ``memory://``, ``sqlite:///path/to/events.db`` (later: kafka, amqp, nats...)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        from tidings.brokers.memory import MemoryBroker
+
+        return MemoryBroker(url)
+    if scheme == "sqlite":
+        from tidings.brokers.sqlite import SqliteBroker
+
+        return SqliteBroker(url)
+    raise UsageError(f"no broker for {redact_url(url)!r}: use memory:// or sqlite:///path/to/events.db")
+
+
+__all__ = [
+    "DEAD_LETTER",
+    "DELAYED_REDELIVERY",
+    "DURABLE",
+    "ORDERING",
+    "PATTERNS",
+    "Broker",
+    "BrokerError",
+    "DeadLetter",
+    "Delivery",
+    "Handler",
+    "Message",
+    "Subscription",
+    "broker_from_url",
+    "channel_matcher",
+]

@@ -1,0 +1,198 @@
+"""``memory://``: an in-process broker for tests and demos, with the semantics of the real ones.
+
+Each consumer group has its own queue per subscription pattern; members of a group share it; every group
+sees every message published after it subscribed. Unacknowledged messages are delivered again (nack with a
+delay, or a handler that raised), dead letters are kept with their reason. Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from tidings.brokers.base import (
+    DEAD_LETTER,
+    DELAYED_REDELIVERY,
+    PATTERNS,
+    Broker,
+    BrokerError,
+    DeadLetter,
+    Delivery,
+    Handler,
+    Message,
+    Subscription,
+    channel_matcher,
+)
+
+
+class _Group:
+    def __init__(self, name: str, pattern: str) -> None:
+        self.name = name
+        self.pattern = pattern
+        self.matches: Callable[[str], bool] = channel_matcher(pattern)
+        self.queue: asyncio.Queue[tuple[Message, int]] = asyncio.Queue()
+        self.members = 0
+
+
+class MemoryDelivery(Delivery):
+    __slots__ = ("_broker", "_group", "_settled", "attempt", "message")
+
+    def __init__(self, broker: MemoryBroker, group: _Group, message: Message, attempt: int) -> None:
+        self._broker = broker
+        self._group = group
+        self.message = message
+        self.attempt = attempt
+        self._settled = False
+
+    def _settle(self) -> bool:
+        if self._settled:
+            return False
+        self._settled = True
+        return True
+
+    async def ack(self) -> None:
+        self._settle()
+
+    async def nack(self, *, delay: float = 0.0) -> None:
+        if not self._settle():
+            return
+        item = (self.message, self.attempt + 1)
+        if delay <= 0:
+            self._broker._put(self._group, item)
+        else:
+            self._broker._later(delay, self._group, item)
+
+    async def dead_letter(self, reason: str) -> None:
+        if self._settle():
+            self._broker._dead.append(DeadLetter(self.message, self._group.name, reason, self.attempt))
+
+
+class _MemorySubscription(Subscription):
+    def __init__(self, broker: MemoryBroker, group: _Group, handler: Handler, prefetch: int) -> None:
+        self.channel = group.pattern
+        self.group = group.name
+        self._broker = broker
+        self._group = group
+        self._handler = handler
+        self._slots = asyncio.Semaphore(prefetch)
+        self._task = asyncio.get_running_loop().create_task(self._consume(), name=f"memory:{group.pattern}")
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    async def _consume(self) -> None:
+        queue = self._group.queue
+        while True:
+            await self._slots.acquire()
+            message, attempt = await queue.get()
+            task = asyncio.get_running_loop().create_task(self._handle(message, attempt))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _handle(self, message: Message, attempt: int) -> None:
+        delivery = MemoryDelivery(self._broker, self._group, message, attempt)
+        try:
+            await self._handler(delivery)
+        except Exception:
+            # a handler that raises has not processed the message: at-least-once means try again
+            await delivery.nack(delay=0.0)
+        else:
+            if not delivery._settled:  # the handler forgot: treat as done, like an auto-ack consumer
+                await delivery.ack()
+        finally:
+            self._slots.release()
+            self._broker._done_one()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._group.members -= 1
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+
+class MemoryBroker(Broker):
+    schemes = ("memory",)
+    capabilities = frozenset({DELAYED_REDELIVERY, DEAD_LETTER, PATTERNS})
+
+    def __init__(self, url: str = "memory://") -> None:
+        self._url = url
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._subscriptions: list[_MemorySubscription] = []
+        self._dead: list[DeadLetter] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._started = False
+        #: every message ever published, in order (tests read it)
+        self.published: list[Message] = []
+        # messages queued, being handled, or waiting for a delayed redelivery: 0 means idle
+        self._pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    async def start(self) -> None:
+        self._started = True
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.close()
+        self._subscriptions.clear()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self._started = False
+
+    async def publish(self, message: Message) -> None:
+        if not self._started:
+            raise BrokerError("the memory broker is not started: use `async with broker:` or await broker.start()")
+        self.published.append(message)
+        for group in self._groups.values():
+            if group.matches(message.channel):
+                self._put(group, (message, 1))
+
+    async def subscribe(self, channel: str, group: str, handler: Handler, *, prefetch: int = 16) -> Subscription:
+        if not self._started:
+            raise BrokerError("the memory broker is not started: use `async with broker:` or await broker.start()")
+        state = self._groups.get((channel, group))
+        if state is None:
+            state = self._groups[(channel, group)] = _Group(group, channel)
+        state.members += 1
+        subscription = _MemorySubscription(self, state, handler, max(1, prefetch))
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        return list(self._dead)
+
+    async def join(self, timeout: float = 10.0) -> None:
+        """Wait until every published message has been handled and settled (tests: no sleeps needed)."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    def _put(self, group: _Group, item: tuple[Message, int]) -> None:
+        self._pending += 1
+        self._idle.clear()
+        group.queue.put_nowait(item)
+
+    def _done_one(self) -> None:
+        self._pending -= 1
+        if self._pending == 0:
+            self._idle.set()
+
+    def _later(self, delay: float, group: _Group, item: tuple[Message, int]) -> None:
+        loop = asyncio.get_running_loop()
+        self._pending += 1  # the waiting redelivery counts as work not yet done
+        self._idle.clear()
+
+        def put() -> None:
+            self._timers.discard(handle)
+            self._put(group, item)
+            self._done_one()
+
+        handle = loop.call_later(delay, put)
+        self._timers.add(handle)
+
+
+__all__ = ["MemoryBroker", "MemoryDelivery"]

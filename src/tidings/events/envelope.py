@@ -1,0 +1,106 @@
+"""The envelope every published event carries: the fields the guide asks of every event, filled for you.
+
+========================  ===================================================================
+``event_id``              UUID v7 (RFC 9562): unique and time-ordered, so ids sort by creation
+``event_type``            ``user.created``
+``timestamp``             RFC 3339, UTC, e.g. ``2025-01-15T10:30:00.123456Z``
+``version``               the event's schema version, ``1.0``
+``source``                who published it (the app's name)
+``correlation_id``        the conversation it belongs to: inherited from the event being handled
+``causation_id``          the event that caused this one (the id of the event being handled)
+``content_type``          ``application/json``
+========================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+ENVELOPE_FIELDS = (
+    "event_id",
+    "event_type",
+    "timestamp",
+    "version",
+    "source",
+    "correlation_id",
+    "causation_id",
+    "content_type",
+)
+JSON = "application/json"
+
+
+class Envelope(NamedTuple):
+    event_id: str
+    event_type: str
+    timestamp: str
+    version: str
+    source: str = ""
+    correlation_id: str = ""
+    causation_id: str = ""
+    content_type: str = JSON
+
+    def to_dict(self) -> dict[str, str]:
+        return {k: v for k, v in zip(ENVELOPE_FIELDS, self, strict=True) if v}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Envelope:
+        return cls(**{k: str(data[k]) for k in ENVELOPE_FIELDS if data.get(k) is not None})
+
+
+_lock = threading.Lock()
+_last = [0, 0]  # last millisecond, counter within it
+
+
+def uuid7() -> str:
+    """A UUID v7 string: 48 bits of Unix milliseconds, then a counter, then randomness (RFC 9562 §5.7).
+
+    Ids made by one process are strictly increasing, even within one millisecond (the 12-bit counter,
+    "method 1" of RFC 9562 §6.2); across processes they are ordered to the millisecond.
+    """
+    native = getattr(uuid, "uuid7", None)
+    if native is not None:  # Python 3.14+
+        return str(native())
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _last[0]:
+            ms = _last[0]
+            _last[1] += 1
+            if _last[1] > 0xFFF:  # counter spent: borrow the next millisecond
+                ms += 1
+                _last[1] = 0
+        else:
+            _last[1] = int.from_bytes(os.urandom(2), "big") & 0x7FF  # leave room to count up
+        _last[0] = ms
+        counter = _last[1]
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
+    return str(uuid.UUID(int=value))
+
+
+def utc_now() -> str:
+    """Now, as RFC 3339 in UTC with microseconds and a ``Z``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_envelope(
+    event_type: str,
+    version: str,
+    *,
+    source: str = "",
+    correlation_id: str = "",
+    causation_id: str = "",
+    content_type: str = JSON,
+) -> Envelope:
+    """A fresh envelope: new id and timestamp; a new conversation unless ``correlation_id`` is given."""
+    event_id = uuid7()
+    return Envelope(
+        event_id, event_type, utc_now(), version, source, correlation_id or event_id, causation_id, content_type
+    )
+
+
+__all__ = ["ENVELOPE_FIELDS", "JSON", "Envelope", "new_envelope", "utc_now", "uuid7"]
