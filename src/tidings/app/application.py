@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidings.app")
 
+_ENVELOPE_NAMES = frozenset(ENVELOPE_FIELDS)
 #: the envelope of the event being handled in this task: publishes inside a handler inherit from it
 _current: ContextVar[Envelope | None] = ContextVar("tidings_current_event", default=None)
 
@@ -101,7 +102,7 @@ class Subscriber:
             return data
         fields = self.event_class.model_fields
         # envelope fields travel in the body (the guide's flat style) but are not the model's fields
-        payload = {k: v for k, v in data.items() if k in fields or k not in ENVELOPE_FIELDS}
+        payload = {k: v for k, v in data.items() if k in fields or k not in _ENVELOPE_NAMES}
         return self.event_class.model_validate(payload)
 
 

@@ -50,6 +50,9 @@ class ChannelContract:
         """Raise :class:`ContractError` unless ``body`` matches one of the channel's message schemas."""
         if not self._messages:
             return
+        for compiled in self._messages:
+            if compiled.validator.is_valid(body):  # the common case, and cheaper than collecting errors
+                return
         best: tuple[int, Any] | None = None
         for compiled in self._messages:
             errors = list(compiled.validator.iter_errors(body))

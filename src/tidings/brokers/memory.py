@@ -8,7 +8,6 @@ delay, or a handler that raised), dead letters are kept with their reason. Nothi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 from tidings.brokers.base import (
@@ -69,24 +68,34 @@ class MemoryDelivery(Delivery):
 
 
 class _MemorySubscription(Subscription):
+    """``prefetch`` long-lived workers share the group's queue: at most ``prefetch`` deliveries in flight.
+
+    (Workers rather than a task per delivery: creating and scheduling a task cost more than the rest of
+    the memory broker's work per message.)
+    """
+
     def __init__(self, broker: MemoryBroker, group: _Group, handler: Handler, prefetch: int) -> None:
         self.channel = group.pattern
         self.group = group.name
         self._broker = broker
         self._group = group
         self._handler = handler
-        self._slots = asyncio.Semaphore(prefetch)
-        self._task = asyncio.get_running_loop().create_task(self._consume(), name=f"memory:{group.pattern}")
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._busy: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        self._workers = [loop.create_task(self._work(), name=f"memory:{group.pattern}:{i}") for i in range(prefetch)]
 
-    async def _consume(self) -> None:
+    async def _work(self) -> None:
         queue = self._group.queue
-        while True:
-            await self._slots.acquire()
+        me = asyncio.current_task()
+        assert me is not None
+        while not self._closing:
             message, attempt = await queue.get()
-            task = asyncio.get_running_loop().create_task(self._handle(message, attempt))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            self._busy.add(me)
+            try:
+                await self._handle(message, attempt)
+            finally:
+                self._busy.discard(me)
 
     async def _handle(self, message: Message, attempt: int) -> None:
         delivery = MemoryDelivery(self._broker, self._group, message, attempt)
@@ -99,16 +108,18 @@ class _MemorySubscription(Subscription):
             if not delivery._settled:  # the handler forgot: treat as done, like an auto-ack consumer
                 await delivery.ack()
         finally:
-            self._slots.release()
             self._broker._done_one()
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        """Stop intake now; workers in the middle of a delivery finish it first."""
+        if self._closing:
+            return
+        self._closing = True
+        for worker in self._workers:
+            if worker not in self._busy:  # waiting for a message: nothing to finish
+                worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
         self._group.members -= 1
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
 
 
 class MemoryBroker(Broker):
@@ -122,7 +133,9 @@ class MemoryBroker(Broker):
         self._dead: list[DeadLetter] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._started = False
-        #: every message ever published, in order (tests read it)
+        #: every message published, in order, when ``record`` is on (the test harness turns it on); off by
+        #: default, so a long-running memory:// app does not keep every message it ever saw
+        self.record = False
         self.published: list[Message] = []
         # messages queued, being handled, or waiting for a delayed redelivery: 0 means idle
         self._pending = 0
@@ -148,7 +161,8 @@ class MemoryBroker(Broker):
     async def publish(self, message: Message) -> None:
         if not self._started:
             raise BrokerError("the memory broker is not started: use `async with broker:` or await broker.start()")
-        self.published.append(message)
+        if self.record:
+            self.published.append(message)
         for group in self._groups.values():
             if group.matches(message.channel):
                 self._put(group, (message, 1))

@@ -39,8 +39,10 @@ time and in publish order, in every process: the next message of a key waits unt
 acked or dead-lettered. A nack keeps the key's place (its later messages wait out the delay too). The one
 way to see two deliveries of a key at once is a handler that outlives the visibility timeout: its message
 is redelivered (still ahead of the key's later messages) while it runs; choose a timeout above your
-slowest handler. Messages without a key are handed out in position order, up to ``prefetch`` at once, and
-with no ordering promise between them.
+slowest handler. Messages without a key are handed out oldest first, up to ``prefetch`` at once, and with
+no ordering promise between them. The later messages of a busy key wait in the lease table, at most 1,024
+per group: when that many wait, the group reads no further in the log until its busy keys move on (a slow
+key can then delay the other keys, never reorder them).
 
 *Retention* follows Kafka: messages older than ``retention_seconds`` (age counted in publish order) and
 all but the newest ``retention_count`` of each channel are deleted by :meth:`SqliteBroker.prune` (called
@@ -61,7 +63,9 @@ Every statement of a broker runs in one dedicated thread with one connection (``
 belong to one thread). The thread takes whatever is queued (publishes, claims, acks...) and runs it in
 one transaction: concurrent publishes and settles share one commit, which is where the throughput comes
 from; :meth:`SqliteBroker.publish_many` puts a whole batch in one. Each subscription polls for work with a
-short adaptive sleep (1 ms doubling to 50 ms while idle), woken at once by the commits of its own broker.
+short adaptive sleep (1 ms doubling to 50 ms while idle), woken at once by the commits of its own broker
+(commits of other processes are seen at the next poll); a busy one waits up to 2 ms for half its
+``prefetch`` to be free before it takes more, so that one claim takes many messages.
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, Literal, NamedTuple, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 
@@ -128,16 +132,16 @@ CREATE TABLE IF NOT EXISTS tidings_groups (
     UNIQUE (grp, pattern)
 );
 CREATE TABLE IF NOT EXISTS tidings_leases (
-    sub_id     INTEGER NOT NULL,
+    group_id   INTEGER NOT NULL,  -- tidings_groups.id
     position   INTEGER NOT NULL,
     key        TEXT,
     attempt    INTEGER NOT NULL,  -- deliveries so far, 0 while a keyed message waits for its turn
     visible_at REAL NOT NULL,     -- 0: waiting (never handed out, or released), later than now: leased or delayed
     owner      TEXT,
-    PRIMARY KEY (sub_id, position)
+    PRIMARY KEY (group_id, position)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tidings_leases_visible ON tidings_leases (sub_id, visible_at);
-CREATE INDEX IF NOT EXISTS tidings_leases_key ON tidings_leases (sub_id, key, position) WHERE key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tidings_leases_visible ON tidings_leases (group_id, visible_at);
+CREATE INDEX IF NOT EXISTS tidings_leases_key ON tidings_leases (group_id, key, position) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tidings_dead_letters (
     id         INTEGER PRIMARY KEY,
     grp        TEXT NOT NULL,
@@ -158,15 +162,17 @@ CREATE TABLE IF NOT EXISTS tidings_dead_letters (
 _SQL_VISIBLE = """
 SELECT l.position, l.attempt, m.channel, m.key, m.headers, m.body
 FROM tidings_leases AS l INDEXED BY tidings_leases_visible JOIN tidings_log AS m ON m.position = l.position
-WHERE l.sub_id = ? AND l.visible_at <= ?
+WHERE l.group_id = ? AND l.visible_at <= ?
   AND (l.key IS NULL OR NOT EXISTS (
-      SELECT 1 FROM tidings_leases AS o WHERE o.sub_id = l.sub_id AND o.key = l.key AND o.position < l.position))
+      SELECT 1 FROM tidings_leases AS o WHERE o.group_id = l.group_id AND o.key = l.key AND o.position < l.position))
 ORDER BY l.position LIMIT ?
 """
 _SQL_TAKE = (
-    "UPDATE tidings_leases SET attempt = attempt + 1, visible_at = ?, owner = ? WHERE sub_id = ? AND position = ?"
+    "UPDATE tidings_leases SET attempt = attempt + 1, visible_at = ?, owner = ? WHERE group_id = ? AND position = ?"
 )
-_SQL_LEASE = "INSERT INTO tidings_leases (sub_id, position, key, attempt, visible_at, owner) VALUES (?, ?, ?, ?, ?, ?)"
+_SQL_LEASE = (
+    "INSERT INTO tidings_leases (group_id, position, key, attempt, visible_at, owner) VALUES (?, ?, ?, ?, ?, ?)"
+)
 _SQL_NEW_EXACT = (
     "SELECT position, channel, key, headers, body FROM tidings_log WHERE channel = ? AND position > ? "
     "ORDER BY position LIMIT ?"
@@ -208,7 +214,7 @@ def _parse_url(url: str, overrides: Mapping[str, object]) -> _Settings:
         raise UsageError(
             f"a sqlite broker URL has no host: {shown!r}; use sqlite:///relative.db or sqlite:////absolute.db"
         )
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     if not path or path == ":memory:" or path.startswith("file:"):
         raise UsageError(
             f"the sqlite broker needs a file path, got {shown!r}: use sqlite:///events.db "
@@ -460,14 +466,14 @@ class SqliteDelivery(Delivery):
 
 def _ack(acks: list[tuple[int, int, int]], conn: sqlite3.Connection) -> None:
     # fenced by attempt: a late ack of a delivery whose lease expired and was handed out again changes nothing
-    conn.executemany("DELETE FROM tidings_leases WHERE sub_id = ? AND position = ? AND attempt = ?", acks)
+    conn.executemany("DELETE FROM tidings_leases WHERE group_id = ? AND position = ? AND attempt = ?", acks)
 
 
 def _release(group_id: int, leases: list[tuple[int, int]], conn: sqlite3.Connection) -> None:
     # claimed but never handed to the handler (the subscription closed meanwhile): as if never taken
     conn.executemany(
         "UPDATE tidings_leases SET attempt = attempt - 1, visible_at = 0, owner = NULL "
-        "WHERE sub_id = ? AND position = ? AND attempt = ?",
+        "WHERE group_id = ? AND position = ? AND attempt = ?",
         [(group_id, position, attempt) for position, attempt in leases],
     )
 
@@ -843,7 +849,7 @@ class SqliteBroker(Broker):
         if room <= 0:
             return out
         waiting = conn.execute(
-            "SELECT count(*) FROM tidings_leases WHERE sub_id = ? AND visible_at = 0", (state.id,)
+            "SELECT count(*) FROM tidings_leases WHERE group_id = ? AND visible_at = 0", (state.id,)
         ).fetchone()[0]
         if waiting >= _MAX_WAITING:
             return out
@@ -880,7 +886,7 @@ class SqliteBroker(Broker):
             busy = {
                 row[0]
                 for row in conn.execute(
-                    "SELECT DISTINCT key FROM tidings_leases WHERE sub_id = ? "
+                    "SELECT DISTINCT key FROM tidings_leases WHERE group_id = ? "
                     f"AND key IN ({','.join('?' * len(keys))})",
                     (state.id, *keys),
                 )
@@ -900,7 +906,8 @@ class SqliteBroker(Broker):
     def _nack(self, group_id: int, position: int, attempt: int, delay: float, conn: sqlite3.Connection) -> None:
         # a delay of 0 still stores a time, not 0: 0 marks a message never handed out (see the lease table)
         conn.execute(
-            "UPDATE tidings_leases SET visible_at = ?, owner = NULL WHERE sub_id = ? AND position = ? AND attempt = ?",
+            "UPDATE tidings_leases SET visible_at = ?, owner = NULL "
+            "WHERE group_id = ? AND position = ? AND attempt = ?",
             (self._clock() + delay, group_id, position, attempt),
         )
 
@@ -908,7 +915,7 @@ class SqliteBroker(Broker):
         self, state: _Group, position: int, attempt: int, message: Message, reason: str, conn: sqlite3.Connection
     ) -> None:
         held = conn.execute(
-            "DELETE FROM tidings_leases WHERE sub_id = ? AND position = ? AND attempt = ?",
+            "DELETE FROM tidings_leases WHERE group_id = ? AND position = ? AND attempt = ?",
             (state.id, position, attempt),
         ).rowcount
         if not held:  # the lease expired and went to another member, which now decides

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -54,6 +53,19 @@ class Envelope(NamedTuple):
 
 _lock = threading.Lock()
 _last = [0, 0]  # last millisecond, counter within it
+# Randomness drawn in blocks: one os.urandom call per id cost more than the rest of the id together
+# (and releases the GIL each time, which hurts next to a broker's writer thread).
+_pool = bytearray()
+_POOL_BLOCK = 8 * 1024
+
+
+def _random8() -> int:
+    global _pool
+    if len(_pool) < 8:
+        _pool = bytearray(os.urandom(_POOL_BLOCK))
+    value = int.from_bytes(_pool[-8:], "big")
+    del _pool[-8:]
+    return value
 
 
 def uuid7() -> str:
@@ -62,9 +74,6 @@ def uuid7() -> str:
     Ids made by one process are strictly increasing, even within one millisecond (the 12-bit counter,
     "method 1" of RFC 9562 §6.2); across processes they are ordered to the millisecond.
     """
-    native = getattr(uuid, "uuid7", None)
-    if native is not None:  # Python 3.14+
-        return str(native())
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms <= _last[0]:
@@ -74,17 +83,26 @@ def uuid7() -> str:
                 ms += 1
                 _last[1] = 0
         else:
-            _last[1] = int.from_bytes(os.urandom(2), "big") & 0x7FF  # leave room to count up
+            _last[1] = _random8() & 0x7FF  # leave room to count up
         _last[0] = ms
         counter = _last[1]
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+        rand_b = _random8() & ((1 << 62) - 1)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_second = [-1, ""]  # the last whole second formatted, and its text
 
 
 def utc_now() -> str:
     """Now, as RFC 3339 in UTC with microseconds and a ``Z``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = time.time_ns() // 1000
+    seconds, micros = divmod(now, 1_000_000)
+    if seconds != _second[0]:  # formatting the date part once a second, not once an event
+        _second[1] = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[0] = seconds
+    return f"{_second[1]}.{micros:06d}Z"
 
 
 def new_envelope(

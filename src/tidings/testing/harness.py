@@ -48,6 +48,7 @@ class TestApp:
             raise UsageError("TestApp needs an app on memory:// (App(broker='memory://', ...))")
         self.app = app
         self.broker: MemoryBroker = app.broker
+        self.broker.record = True
         self.handled: list[Handled] = []
         if self._record not in app.middleware:
             app.middleware.append(self._record)
