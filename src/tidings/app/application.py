@@ -30,10 +30,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from tidings.app.contract import Contract, ContractError, load_contract
 from tidings.brokers.base import Broker, Delivery, Message, Subscription, broker_from_url
 from tidings.errors import UsageError
-from tidings.events.codec import DecodeError, Placement, decode, encode
+from tidings.events.codec import DecodeError, Placement, decode, encode, payload_body, payload_headers
 from tidings.events.envelope import ENVELOPE_FIELDS, Envelope, new_envelope
 from tidings.events.event import Event
 
@@ -243,12 +245,17 @@ class App:
             causation_id=parent.event_id if parent else "",
         )
         channel = channel or event_type
-        body, extra_headers = encode(envelope, data, self.placement)
-        if self.contract is not None:
-            checked = {**envelope.to_dict(), **data} if self.placement is Placement.PAYLOAD else data
-            contract = self.contract.for_channel(channel)
+        contract = self.contract.for_channel(channel) if self.contract is not None else None
+        if self.placement is Placement.PAYLOAD:
+            # one dict, checked and then serialized (the contract describes the body as sent)
+            flat = payload_body(envelope, data)
             if contract is not None:
-                contract.check(channel, checked)
+                contract.check(channel, flat)
+            body, extra_headers = orjson.dumps(flat), payload_headers(envelope)
+        else:
+            if contract is not None:
+                contract.check(channel, data)
+            body, extra_headers = encode(envelope, data, self.placement)
         if headers:
             extra_headers = {**headers, **extra_headers}
         await self.broker.publish(Message(channel, body, extra_headers, key))

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from tidings.errors import TidingsError
-from tidings.events.envelope import ENVELOPE_FIELDS, JSON, Envelope
+from tidings.events.envelope import JSON, Envelope
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 SPECVERSION = "1.0"
@@ -70,16 +70,25 @@ class DecodeError(TidingsError):
         self.reason = reason
 
 
+def payload_body(envelope: Envelope, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``payload`` placement's JSON object: the envelope's fields, then the event's."""
+    body: dict[str, Any] = envelope.to_dict()
+    # the envelope is the envelope: an event field of the same name must not overwrite it
+    body.update((k, v) for k, v in data.items() if k not in body)
+    return body
+
+
+def payload_headers(envelope: Envelope) -> dict[str, str]:
+    return {"content-type": envelope.content_type or JSON}
+
+
 def encode(
     envelope: Envelope, data: Mapping[str, Any], placement: Placement = Placement.PAYLOAD
 ) -> tuple[bytes, dict[str, str]]:
     """The body and headers of one message."""
     placement = Placement(placement)
     if placement is Placement.PAYLOAD:
-        body = envelope.to_dict()
-        # the envelope is the envelope: an event field of the same name must not overwrite it
-        body.update((k, v) for k, v in data.items() if k not in body)
-        return orjson.dumps(body), {"content-type": envelope.content_type or JSON}
+        return orjson.dumps(payload_body(envelope, data)), payload_headers(envelope)
     if not envelope.source:  # CloudEvents requires a source: never emit a CloudEvent without one
         envelope = envelope._replace(source=DEFAULT_SOURCE)
     if placement is Placement.HEADERS:
@@ -132,7 +141,7 @@ def decode(body: bytes, headers: Mapping[str, str] | None = None) -> tuple[Envel
         if not isinstance(data, dict):
             raise DecodeError("the CloudEvent's data is not a JSON object")
         return _envelope(fields), data
-    return _envelope({k: parsed[k] for k in ENVELOPE_FIELDS if k in parsed}), parsed
+    return _envelope(parsed), parsed
 
 
 def _not_json(body: bytes, exc: orjson.JSONDecodeError) -> str:
@@ -144,14 +153,27 @@ def _not_json(body: bytes, exc: orjson.JSONDecodeError) -> str:
     return f"not JSON: {exc}"
 
 
+def _text(value: Any, default: str = "") -> str:
+    return default if value is None else str(value)
+
+
 def _envelope(fields: Mapping[str, Any]) -> Envelope:
-    for required in ("event_id", "event_type"):
-        if not fields.get(required):
-            raise DecodeError(f'the message has no {required} (an event needs "event_id" and "event_type")')
-    fields = {k: str(v) for k, v in fields.items() if v is not None}
-    fields.setdefault("timestamp", "")
-    fields.setdefault("version", "")
-    return Envelope(**fields)
+    """The envelope from a mapping that holds (at least) its fields; one pass, no intermediate dicts."""
+    get = fields.get
+    event_id, event_type = get("event_id"), get("event_type")
+    for name, value in (("event_id", event_id), ("event_type", event_type)):
+        if not value:
+            raise DecodeError(f'the message has no {name} (an event needs "event_id" and "event_type")')
+    return Envelope(
+        str(event_id),
+        str(event_type),
+        _text(get("timestamp")),
+        _text(get("version")),
+        _text(get("source")),
+        _text(get("correlation_id")),
+        _text(get("causation_id")),
+        _text(get("content_type"), JSON),
+    )
 
 
 __all__ = ["CLOUDEVENTS_JSON", "DEFAULT_SOURCE", "DecodeError", "Placement", "decode", "encode"]
