@@ -56,6 +56,14 @@ class Delivery(abc.ABC):
     message: Message
     #: 1 on first delivery, 2 on the first redelivery...
     attempt: int
+    _settled: bool
+
+    def _settle(self) -> bool:
+        """Mark the delivery settled; False if it already was (a delivery is settled once, by its first call)."""
+        if self._settled:
+            return False
+        self._settled = True
+        return True
 
     @abc.abstractmethod
     async def ack(self) -> None:

@@ -44,12 +44,6 @@ class MemoryDelivery(Delivery):
         self.attempt = attempt
         self._settled = False
 
-    def _settle(self) -> bool:
-        if self._settled:
-            return False
-        self._settled = True
-        return True
-
     async def ack(self) -> None:
         self._settle()
 

@@ -438,12 +438,6 @@ class SqliteDelivery(Delivery):
         self.message = message
         self._settled = False
 
-    def _settle(self) -> bool:
-        if self._settled:
-            return False
-        self._settled = True
-        return True
-
     async def ack(self) -> None:
         if self._settle():
             await self._subscription._ack(self._position, self.attempt)
