@@ -36,7 +36,7 @@ from tidings.app.contract import Contract, ContractError, load_contract
 from tidings.brokers.base import Broker, Delivery, Message, Subscription, broker_from_url
 from tidings.errors import UsageError
 from tidings.events.codec import DecodeError, Placement, decode, encode, payload_body, payload_headers
-from tidings.events.envelope import ENVELOPE_FIELDS, Envelope, new_envelope
+from tidings.events.envelope import Envelope, new_envelope
 from tidings.events.event import Event
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidings.app")
 
-_ENVELOPE_NAMES = frozenset(ENVELOPE_FIELDS)
 #: the envelope of the event being handled in this task: publishes inside a handler inherit from it
 _current: ContextVar[Envelope | None] = ContextVar("tidings_current_event", default=None)
 
@@ -102,10 +101,9 @@ class Subscriber:
     def parse(self, data: dict[str, Any]) -> Any:
         if self.event_class is None:
             return data
-        fields = self.event_class.model_fields
-        # envelope fields travel in the body (the guide's flat style) but are not the model's fields
-        payload = {k: v for k, v in data.items() if k in fields or k not in _ENVELOPE_NAMES}
-        return self.event_class.model_validate(payload)
+        # Envelope fields travel in the body (the guide's flat style) but are not the model's fields:
+        # the model ignores what it does not declare (Event is a tolerant reader), so no copy is needed.
+        return self.event_class.model_validate(data)
 
 
 def _handler_signature(func: HandlerFunc) -> tuple[type[Event] | None, bool, bool]:

@@ -153,26 +153,25 @@ def _not_json(body: bytes, exc: orjson.JSONDecodeError) -> str:
     return f"not JSON: {exc}"
 
 
-def _text(value: Any, default: str = "") -> str:
-    return default if value is None else str(value)
-
-
 def _envelope(fields: Mapping[str, Any]) -> Envelope:
     """The envelope from a mapping that holds (at least) its fields; one pass, no intermediate dicts."""
     get = fields.get
     event_id, event_type = get("event_id"), get("event_type")
-    for name, value in (("event_id", event_id), ("event_type", event_type)):
-        if not value:
-            raise DecodeError(f'the message has no {name} (an event needs "event_id" and "event_type")')
+    if not event_id or not event_type:
+        missing = "event_id" if not event_id else "event_type"
+        raise DecodeError(f'the message has no {missing} (an event needs "event_id" and "event_type")')
+    # written out rather than looped: this runs once per message received
+    timestamp, version, source = get("timestamp"), get("version"), get("source")
+    correlation_id, causation_id, content_type = get("correlation_id"), get("causation_id"), get("content_type")
     return Envelope(
         str(event_id),
         str(event_type),
-        _text(get("timestamp")),
-        _text(get("version")),
-        _text(get("source")),
-        _text(get("correlation_id")),
-        _text(get("causation_id")),
-        _text(get("content_type"), JSON),
+        "" if timestamp is None else str(timestamp),
+        "" if version is None else str(version),
+        "" if source is None else str(source),
+        "" if correlation_id is None else str(correlation_id),
+        "" if causation_id is None else str(causation_id),
+        JSON if content_type is None else str(content_type),
     )
 
 
