@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 import urllib.parse
 from typing import Any, NamedTuple
 
@@ -76,11 +77,21 @@ class Resolver:
         self._display[key] = shown
         self._by_display[shown] = key
         try:
-            size = os.path.getsize(key)
+            info = os.stat(key)
         except OSError as exc:
             raise SourceError(
                 f"cannot read file: {exc.strerror or exc}", Location(shown, 1, 1), code="unreadable"
             ) from None
+        except ValueError as exc:  # a path with a NUL byte in it
+            raise SourceError(f"cannot read file: {exc}", Location(shown, 1, 1), code="unreadable") from None
+        if not stat.S_ISREG(info.st_mode):
+            # a FIFO would block the read forever, a device would stream without end: documents are files
+            raise SourceError(
+                "not a regular file (a pipe, device or socket): give the path of a YAML or JSON document",
+                Location(shown, 1, 1),
+                code="unreadable",
+            )
+        size = info.st_size
         if size > self.options.max_bytes:
             raise SourceError(
                 f"file is {size:,} bytes, over the {self.options.max_bytes:,}-byte limit "
