@@ -36,8 +36,6 @@ class Spec:
     """The expected shape of one value."""
 
     name = "value"
-    #: may a Reference Object stand in place of this value?
-    refable = False
 
     def check(self, ck: Checker, node: Any, path: Path, file: str) -> None:
         raise NotImplementedError
@@ -74,14 +72,15 @@ class Field:
         return s
 
 
-def F(spec: Spec | Callable[[], Spec], since: str | None = None, until: str | None = None) -> Field:
-    def parse(v: str | None) -> Version | None:
-        if v is None:
-            return None
-        a, b, c = (int(x) for x in v.split("."))
-        return (a, b, c)
+def _version(text: str | None) -> Version | None:
+    if text is None:
+        return None
+    a, b, c = (int(x) for x in text.split("."))
+    return (a, b, c)
 
-    return Field(spec, parse(since), parse(until))
+
+def F(spec: Spec | Callable[[], Spec], since: str | None = None, until: str | None = None) -> Field:
+    return Field(spec, _version(since), _version(until))
 
 
 class Scalar(Spec):
@@ -170,8 +169,6 @@ class Obj(Spec):
         patterned: Iterable[tuple[str, Field]] = (),
         extensions: bool = True,
         additional: Field | None = None,
-        refable: bool = False,
-        ref_since: str | None = None,
         extra: Callable[[Checker, YMap, Path, str], None] | None = None,
         closed: bool = True,
     ) -> None:
@@ -181,10 +178,6 @@ class Obj(Spec):
         self.patterned = [(re.compile(p), f) for p, f in patterned]
         self.extensions = extensions
         self.additional = additional
-        self.refable = refable
-        self.ref_since: Version | None = (
-            tuple(int(x) for x in ref_since.split(".")) if ref_since else None  # type: ignore[assignment]
-        )
         self.extra = extra
         self.closed = closed
 
@@ -347,9 +340,7 @@ class Ref(Spec):
 
     def __init__(self, inner: Spec | Callable[[], Spec], since: str | None = None) -> None:
         self._inner = Field(inner)
-        self.since: Version | None = (
-            tuple(int(x) for x in since.split(".")) if since else None  # type: ignore[assignment]
-        )
+        self.since = _version(since)
 
     @property
     def inner(self) -> Spec:

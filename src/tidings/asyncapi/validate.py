@@ -342,7 +342,9 @@ class _Semantic:
                 if not isinstance(scopes, list):
                     continue
                 kind = scheme.get("type")
-                if kind in ("oauth2", "openIdConnect") and kind == "oauth2":
+                # oauth2 scopes are listed in its flows; openIdConnect's live at its discovery URL (not ours
+                # to fetch); every other type takes none
+                if kind == "oauth2":
                     known = _oauth_scopes(scheme, "scopes")
                     for j, scope in enumerate(scopes):
                         if isinstance(scope, str) and scope not in known:  # non-strings: structure reports them
@@ -369,7 +371,7 @@ class _Semantic:
             path: Path = ("operations", key)
             channel_ref = op_raw.get("channel")
             ref = channel_ref.get("$ref") if isinstance(channel_ref, dict) else None
-            if isinstance(ref, str) and not ref.startswith("#/channels/") and "#" in ref and ref.startswith("#"):
+            if isinstance(ref, str) and ref.startswith("#") and not ref.startswith("#/channels/"):
                 yield self.err(
                     "operation-channel",
                     f'operation "{key}" must point at a channel under #/channels, not {ref}',
