@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidings.asyncapi.diagnostics import Diagnostic, Path, Severity
 from tidings.asyncapi.refs import LoadOptions, Resolver
 from tidings.asyncapi.source import YList, YMap
 from tidings.errors import Location, ReferenceError_
+
+if TYPE_CHECKING:
+    from tidings.asyncapi.model import Model
 
 SUPPORTED_VERSIONS = ("2.0.0", "2.1.0", "2.2.0", "2.3.0", "2.4.0", "2.5.0", "2.6.0", "3.0.0", "3.1.0")
 LATEST_VERSION = "3.1.0"
@@ -30,6 +33,8 @@ class Document:
         self.key = key
         self.data = data
         self.resolver = resolver
+        #: the unified model, once :func:`tidings.asyncapi.model.build_model` has built it
+        self.model: Model | None = None
 
     def __repr__(self) -> str:
         return f"Document({self.file!r}, asyncapi={self.version!r})"

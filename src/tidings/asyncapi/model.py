@@ -366,8 +366,14 @@ def _join_host(host: Any, pathname: Any) -> str:
 
 
 def build_model(doc: Document) -> Model:
-    """The unified model of ``doc``; broken references are skipped (validation reports them)."""
-    return _Builder(doc).build()
+    """The unified model of ``doc``; broken references are skipped (validation reports them).
+
+    Built once per document and kept on it (a loaded document does not change): validation, lint and
+    the runtime contract all read the same model.
+    """
+    if doc.model is None:
+        doc.model = _Builder(doc).build()
+    return doc.model
 
 
 __all__ = [
