@@ -56,7 +56,7 @@ async def test_typed_handler_gets_the_event_and_its_envelope() -> None:
 
 
 async def test_follow_up_events_carry_causation_and_correlation() -> None:
-    app = make_app()
+    app = App("memory://", name="user-service")  # email.welcome.sent is not in the guide's document
 
     @app.subscriber("user.created", group="email-service")
     async def send_welcome(event: UserCreated) -> None:
@@ -69,6 +69,26 @@ async def test_follow_up_events_carry_causation_and_correlation() -> None:
     assert follow_up.envelope.causation_id == first.event_id
     assert follow_up.envelope.correlation_id == first.correlation_id == first.event_id
     assert follow_up.data["user_id"] == 1
+
+
+async def test_a_channel_the_document_does_not_have_is_refused_both_ways() -> None:
+    app = make_app()
+    handled: list[object] = []
+
+    @app.subscriber("email.#", group="log")
+    async def log(event: dict) -> None:  # type: ignore[type-arg]
+        handled.append(event)
+
+    async with TestApp(app) as t:
+        with pytest.raises(ContractError, match="not in the bound AsyncAPI document"):
+            await t.publish(WelcomeSent(user_id=1))
+        assert t.broker.published == []
+        # and a producer that bypasses the contract: dead-lettered, not handled
+        await t.broker.publish(Message("email.welcome.sent", b'{"event_id": "x", "event_type": "email.welcome.sent"}'))
+        await t.settle()
+        [dead] = await t.dead_letters()
+    assert handled == []
+    assert "not in the bound AsyncAPI document" in dead.reason
 
 
 async def test_an_invalid_outgoing_event_raises_before_anything_is_sent() -> None:

@@ -243,7 +243,7 @@ class App:
             causation_id=parent.event_id if parent else "",
         )
         channel = channel or event_type
-        contract = self.contract.for_channel(channel) if self.contract is not None else None
+        contract = self.contract.require(channel) if self.contract is not None else None
         if self.placement is Placement.PAYLOAD:
             # one dict, checked and then serialized (the contract describes the body as sent)
             flat = payload_body(envelope, data)
@@ -280,9 +280,7 @@ class App:
 
     async def _check_contract(self, incoming: Incoming, call_next: CallNext) -> None:
         if self.contract is not None:
-            contract = self.contract.for_channel(incoming.channel)
-            if contract is not None:
-                contract.check(incoming.channel, incoming.data)
+            self.contract.require(incoming.channel).check(incoming.channel, incoming.data)
         await call_next(incoming)
 
     def _delivery_handler(self, subscriber: Subscriber) -> Callable[[Delivery], Awaitable[None]]:

@@ -100,6 +100,20 @@ class Contract:
                 return contract
         return None
 
+    def require(self, channel: str) -> ChannelContract:
+        """The contract of ``channel``; a channel the document does not have breaks the contract too."""
+        found = self.for_channel(channel)
+        if found is None:
+            known = ", ".join(sorted(self.channels())[:8]) or "none"
+            raise ContractError(
+                channel,
+                "",
+                "channel",
+                f"not in the bound AsyncAPI document (it has: {known}); "
+                "add the channel to the document, or use a documented one",
+            )
+        return found
+
     def channels(self) -> list[str]:
         return [*self._exact, *(c.address for _, c in self._patterns)]
 
