@@ -102,6 +102,46 @@ async def test_an_invalid_outgoing_event_raises_before_anything_is_sent() -> Non
     assert caught.value.rule == "format"
 
 
+async def test_publish_many_checks_every_event_first_and_sends_none_if_one_is_invalid() -> None:
+    app = make_app()
+    handled: list[int] = []
+
+    @app.subscriber("user.created", group="email-service")
+    async def send_welcome(event: UserCreated) -> None:
+        handled.append(event.user_id)
+
+    good = [UserCreated(user_id=i, email=f"u{i}@example.com", name="U") for i in range(5)]
+    async with TestApp(app) as t:
+        with pytest.raises(ContractError) as caught:
+            await app.publish_many([*good, UserCreated(user_id=9, email="nope", name="U")])
+        assert t.broker.published == []
+        envelopes = await app.publish_many(good, key=lambda e: str(e.user_id))  # type: ignore[attr-defined]
+        await t.settle()
+        sent = t.broker.published
+    assert caught.value.field == "email"
+    assert handled == [0, 1, 2, 3, 4]
+    assert [m.key for m in sent] == ["0", "1", "2", "3", "4"]
+    assert len({e.event_id for e in envelopes}) == 5
+    assert [t.event_id for t in sorted(envelopes)] == [e.event_id for e in envelopes]  # time-ordered ids
+
+
+async def test_publish_many_on_sqlite_delivers_the_whole_batch(tmp_path: Path) -> None:
+    app = App(f"sqlite:///{tmp_path / 'events.db'}", name="user-service", asyncapi=SEED)
+    handled: list[int] = []
+    all_in = asyncio.Event()
+
+    @app.subscriber("user.created", group="email-service", prefetch=64)
+    async def send_welcome(event: UserCreated) -> None:
+        handled.append(event.user_id)
+        if len(handled) == 300:
+            all_in.set()
+
+    async with app:
+        await app.publish_many([UserCreated(user_id=i, email=f"u{i}@example.com", name="U") for i in range(300)])
+        await asyncio.wait_for(all_in.wait(), 30)
+    assert sorted(handled) == list(range(300))
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [

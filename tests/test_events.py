@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -212,3 +213,20 @@ def test_codec_import_does_not_load_pydantic() -> None:
     code = "import sys, tidings.events, tidings.events.codec; print('pydantic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_a_forked_child_does_not_repeat_the_parents_ids() -> None:
+    # the random bytes are drawn in blocks: a child that inherited the parent's block would mint its ids
+    uuid7()  # the parent now holds a block
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, "\n".join(uuid7() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as f:
+        child = f.read().split("\n")
+    parent = [uuid7() for _ in range(50)]
+    # same millisecond counters may coincide; the random tails must not
+    assert not {i[-12:] for i in child} & {i[-12:] for i in parent}

@@ -28,7 +28,7 @@ from __future__ import annotations
 import abc
 import fnmatch
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import NamedTuple, Self
 
@@ -128,6 +128,11 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def publish(self, message: Message) -> None:
         """Hand ``message`` to the broker; returns once the broker has it (durably, where it is durable)."""
+
+    async def publish_many(self, messages: Iterable[Message]) -> None:
+        """Publish a batch, in order; brokers that can batch (one transaction, one flush) override this."""
+        for message in messages:
+            await self.publish(message)
 
     @abc.abstractmethod
     async def subscribe(self, channel: str, group: str, handler: Handler, *, prefetch: int = 16) -> Subscription:

@@ -31,7 +31,9 @@ seconds: a delivery not settled by then (its process died, its handler hangs) is
 ``attempt`` + 1, to any member. ``ack()`` deletes the lease (never delivered to the group again), ``nack(delay)``
 makes it visible again after ``delay``, ``dead_letter(reason)`` moves it to ``tidings_dead_letters``. Settling
 is fenced by attempt: once a lease has expired *and* been handed out again, the late settle of the earlier
-delivery is ignored (the newer delivery decides). A handler that raises nacks; one that returns without
+delivery is ignored (the newer delivery decides). ``ack()`` returns at once, like AMQP's ``basic.ack``: the
+acks of one loop iteration are committed together just after, and closing the subscription waits for them
+(a process killed in between has its message delivered again). A handler that raises nacks; one that returns without
 settling acks.
 
 *Ordering* (capability ``ordering``): within one group, the messages of one key are handed out one at a
@@ -440,7 +442,7 @@ class SqliteDelivery(Delivery):
 
     async def ack(self) -> None:
         if self._settle():
-            await self._subscription._ack(self._position, self.attempt)
+            self._subscription._ack(self._position, self.attempt)
 
     async def nack(self, *, delay: float = 0.0) -> None:
         if self._settle():
@@ -489,14 +491,19 @@ class _SqliteSubscription(Subscription):
         self._group_id = state.id
         self._handler = handler
         self._prefetch = prefetch
+        self._half = max(1, prefetch // 2)
         #: taken under a lease, not yet given to a worker
         self._ready: deque[SqliteDelivery] = deque()
         #: taken and not yet finished (ready + being handled): never more than prefetch
         self._taken = 0
         self._workers: set[asyncio.Task[None]] = set()
         #: workers waiting for work
-        self._idle: list[asyncio.Future[None]] = []
-        self._acks: list[tuple[tuple[int, int, int], asyncio.Future[None]]] = []
+        self._idle: list[asyncio.Future[bool]] = []
+        #: workers woken (or started) for ready work that have not run yet
+        self._woken = 0
+        #: acks queued in this loop iteration, and the writer operations of those flushed but not committed
+        self._acks: list[tuple[int, int, int]] = []
+        self._flushing: set[asyncio.Future[Any]] = set()
         self._wake = asyncio.Event()
         self._closing = False
         self._task = asyncio.get_running_loop().create_task(
@@ -506,7 +513,7 @@ class _SqliteSubscription(Subscription):
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
         idle = _POLL_MIN
-        half = max(1, self._prefetch // 2)
+        half = self._half
         while not self._closing:
             self._wake.clear()  # before the claim: a commit during it must not be missed
             if self._taken >= self._prefetch:
@@ -533,8 +540,11 @@ class _SqliteSubscription(Subscription):
             if rows:
                 idle = _POLL_MIN
                 self._taken += len(rows)
+                parsed: tuple[str | None, dict[str, str]] = (None, {})
                 for position, attempt, channel, key, headers, body in rows:
-                    message = Message(channel, body, orjson.loads(headers) if headers else {}, key)
+                    if headers != parsed[0]:  # most messages of a batch carry the same headers: parse once
+                        parsed = (headers, orjson.loads(headers) if headers else {})
+                    message = Message(channel, body, dict(parsed[1]), key)
                     self._ready.append(SqliteDelivery(self, position, attempt, message))
                 if self._closing:
                     break  # close() gives them back
@@ -546,32 +556,50 @@ class _SqliteSubscription(Subscription):
             idle = min(idle * 2, _POLL_MAX)
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wake idle workers for what is ready, and start new ones while there are fewer than prefetch."""
-        wanted = len(self._ready)
-        while wanted and self._idle:
+        """Make sure a worker is on its way to what is ready.
+
+        Workers wake each other in a chain: one that takes a delivery while more are ready wakes one more
+        (unless one is already on its way). Handlers that never wait are then all run by one worker with no
+        task switch per message; handlers that wait spread over as many workers as there are deliveries.
+        """
+        if self._ready and not self._woken:
+            self._wake_worker(loop)
+
+    def _wake_worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        while self._idle:
             parked = self._idle.pop()
             if not parked.done():
-                parked.set_result(None)
-                wanted -= 1
-        for _ in range(min(wanted, self._prefetch - len(self._workers))):
+                parked.set_result(True)
+                self._woken += 1
+                return
+        if len(self._workers) < self._prefetch:
             worker = loop.create_task(self._work())
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
+            self._woken += 1
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        self._woken -= 1  # started by _wake_worker, which counted it as on its way
         while not self._closing:
             if not self._ready:
-                parked: asyncio.Future[None] = loop.create_future()
+                parked: asyncio.Future[bool] = loop.create_future()
                 self._idle.append(parked)
-                await parked  # until the claim loop has more, or close()
+                if await parked:  # True: woken for work; False: close()
+                    self._woken -= 1
                 continue
             delivery = self._ready.popleft()
+            if self._ready and not self._woken:
+                self._wake_worker(loop)
             try:
                 await self._handle(delivery)
             finally:
                 self._taken -= 1
-                self._wake.set()
+                free = self._prefetch - self._taken
+                # wake the claim loop only when what it waits for has just come true (one slot free after
+                # being full, half of them free while it gathers), not once per message
+                if free == 1 or free == self._half:
+                    self._wake.set()
 
     async def _handle(self, delivery: SqliteDelivery) -> None:
         try:
@@ -597,36 +625,38 @@ class _SqliteSubscription(Subscription):
                 exc_info=True,
             )
 
-    async def _ack(self, position: int, attempt: int) -> None:
-        """Acks made in one loop iteration share one statement and one writer operation."""
-        loop = asyncio.get_running_loop()
+    def _ack(self, position: int, attempt: int) -> None:
+        """Queue an ack: the acks made in one loop iteration share one statement and one transaction.
+
+        Not awaited, like AMQP's ``basic.ack`` or Kafka's asynchronous commit: waiting for the commit would
+        hold a prefetch slot per message for a whole writer round trip. An ack that never commits (the
+        process died first, the write failed) leaves the lease to expire: the message is delivered again,
+        which at-least-once allows; :meth:`close` waits for every queued ack.
+        """
         if not self._acks:
-            loop.call_soon(self._flush_acks)
-        acked: asyncio.Future[None] = loop.create_future()
-        self._acks.append(((self._group_id, position, attempt), acked))
-        await self._broker._translated(acked)
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+        self._acks.append((self._group_id, position, attempt))
 
     def _flush_acks(self) -> None:
         acks, self._acks = self._acks, []
-        try:
-            done = self._broker._submit(partial(_ack, [lease for lease, _ in acks]), wake=True)
-        except BrokerError as exc:
-            for _, acked in acks:
-                if not acked.done():
-                    acked.set_exception(exc)
+        if not acks:
             return
+        try:
+            done = self._broker._submit(partial(_ack, acks), wake=True)
+        except BrokerError:
+            logger.warning("sqlite broker: could not ack %d deliveries; they will be redelivered", len(acks))
+            return
+        self._flushing.add(done)
+        done.add_done_callback(self._flushed)
 
-        def relay(source: asyncio.Future[Any]) -> None:
-            exc = None if source.cancelled() else source.exception()
-            for _, acked in acks:
-                if acked.done():  # its caller was cancelled
-                    continue
-                if exc is None:
-                    acked.set_result(None)
-                else:
-                    acked.set_exception(exc)
-
-        done.add_done_callback(relay)
+    def _flushed(self, done: asyncio.Future[Any]) -> None:
+        self._flushing.discard(done)
+        if not done.cancelled() and done.exception() is not None:
+            logger.warning(
+                "sqlite broker: an ack of group %r failed (%s); its deliveries will be redelivered",
+                self.group,
+                done.exception(),
+            )
 
     async def close(self) -> None:
         self._closing = True
@@ -634,10 +664,13 @@ class _SqliteSubscription(Subscription):
         await asyncio.shield(self._task)  # lets a claim in progress finish
         for parked in self._idle:
             if not parked.done():
-                parked.set_result(None)
+                parked.set_result(False)
         self._idle.clear()
         if self._workers:  # each finishes the message it is handling, then stops
             await asyncio.gather(*list(self._workers), return_exceptions=True)
+        self._flush_acks()  # nothing acknowledged is lost: every queued ack commits before close returns
+        if self._flushing:
+            await asyncio.gather(*list(self._flushing), return_exceptions=True)
         if self._ready:  # taken but never handed to the handler: give them back to the group
             leases = [(delivery._position, delivery.attempt) for delivery in self._ready]
             self._taken -= len(self._ready)
@@ -686,6 +719,8 @@ class SqliteBroker(Broker):
         self._subscriptions: set[_SqliteSubscription] = set()
         self._pruner: asyncio.Task[None] | None = None
         self._known_channels: set[str] = set()  # writer thread only
+        #: the last headers encoded, and their JSON text (publish reuses it while they repeat)
+        self._last_headers: tuple[dict[str, str] | None, str | None] = (None, None)
 
     @property
     def url(self) -> str:
@@ -786,10 +821,16 @@ class SqliteBroker(Broker):
     def _row(self, message: Message) -> tuple[str, str | None, str | None, bytes]:
         if not isinstance(message.body, bytes | bytearray | memoryview):
             raise UsageError(f"a message body is bytes, not {type(message.body).__name__}")
-        try:
-            headers = orjson.dumps(dict(message.headers)).decode() if message.headers else None
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"message headers must map str to str (valid Unicode): {exc}") from exc
+        if not message.headers:
+            headers = None
+        elif message.headers == self._last_headers[0]:  # most messages carry the same headers as the last
+            headers = self._last_headers[1]
+        else:
+            try:
+                headers = orjson.dumps(dict(message.headers)).decode()
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"message headers must map str to str (valid Unicode): {exc}") from exc
+            self._last_headers = (dict(message.headers), headers)
         return message.channel, message.key, headers, bytes(message.body)
 
     async def _prune_periodically(self) -> None:

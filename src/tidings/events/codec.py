@@ -72,10 +72,10 @@ class DecodeError(TidingsError):
 
 def payload_body(envelope: Envelope, data: Mapping[str, Any]) -> dict[str, Any]:
     """The ``payload`` placement's JSON object: the envelope's fields, then the event's."""
-    body: dict[str, Any] = envelope.to_dict()
-    # the envelope is the envelope: an event field of the same name must not overwrite it
-    body.update((k, v) for k, v in data.items() if k not in body)
-    return body
+    fields = envelope.to_dict()
+    # envelope first (key order), then the event's fields; the envelope is the envelope: an event field of
+    # the same name must not overwrite it, hence the envelope merged again last (merges run in C)
+    return {**fields, **data, **fields}
 
 
 def payload_headers(envelope: Envelope) -> dict[str, str]:

@@ -44,7 +44,13 @@ class Envelope(NamedTuple):
     content_type: str = JSON
 
     def to_dict(self) -> dict[str, str]:
-        return {k: v for k, v in zip(ENVELOPE_FIELDS, self, strict=True) if v}
+        """The set fields, in envelope order (an empty one is left out)."""
+        fields = dict(zip(ENVELOPE_FIELDS, self, strict=True))
+        if not all(self):  # usually one or two are empty (a first event has no causation id)
+            for name, value in zip(ENVELOPE_FIELDS, self, strict=True):
+                if not value:
+                    del fields[name]
+        return fields
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Envelope:
@@ -57,6 +63,11 @@ _last = [0, 0]  # last millisecond, counter within it
 # (and releases the GIL each time, which hurts next to a broker's writer thread).
 _pool = bytearray()
 _POOL_BLOCK = 8 * 1024
+# the random tails of ids, as hex text drawn from one block at a time: slicing text is cheaper than
+# formatting a 128-bit integer per id
+_tails = ""
+_next_tail = 0  # where the next tail starts in _tails
+_TAIL = 16  # hex digits: the variant's nibble, then the 60 random bits that fill the id
 
 
 def _random8() -> int:
@@ -68,12 +79,27 @@ def _random8() -> int:
     return value
 
 
+def _forget_after_fork() -> None:
+    # a forked child must not hand out the parent's remaining random bytes: both would mint the same ids
+    global _pool, _tails, _next_tail
+    _pool = bytearray()
+    _tails, _next_tail = "", 0
+    _last[0] = _last[1] = 0
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+#: the variant nibble (binary 10xx, RFC 9562 §4.1) for any hex digit: its low two bits kept
+_VARIANT = {f"{n:x}": f"{8 | (n & 3):x}" for n in range(16)}
+
+
 def uuid7() -> str:
     """A UUID v7 string: 48 bits of Unix milliseconds, then a counter, then randomness (RFC 9562 §5.7).
 
     Ids made by one process are strictly increasing, even within one millisecond (the 12-bit counter,
     "method 1" of RFC 9562 §6.2); across processes they are ordered to the millisecond.
     """
+    global _tails, _next_tail
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms <= _last[0]:
@@ -86,10 +112,13 @@ def uuid7() -> str:
             _last[1] = _random8() & 0x7FF  # leave room to count up
         _last[0] = ms
         counter = _last[1]
-        rand_b = _random8() & ((1 << 62) - 1)
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        at = _next_tail
+        if at + _TAIL > len(_tails):
+            _tails, at = os.urandom(_POOL_BLOCK).hex(), 0
+        _next_tail = at + _TAIL
+        tail = _tails[at : at + _TAIL]
+    t = f"{ms & 0xFFFFFFFFFFFF:012x}"
+    return f"{t[:8]}-{t[8:]}-7{counter:03x}-{_VARIANT[tail[0]]}{tail[1:4]}-{tail[4:]}"
 
 
 _second = [-1, ""]  # the last whole second formatted, and its text
