@@ -9,7 +9,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,3 +157,25 @@ def cli() -> Callable[..., CliRun]:
     if not hasattr(os, "wait4"):
         pytest.skip("needs os.wait4 (POSIX)")
     return run_tidings
+
+
+# -- real services (issue #4 onwards): unreachable means skipped, or failed under CI=true --
+
+RABBITMQ_URL = os.environ.get("TIDINGS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    from tidings.testing.services import require
+
+    require("RabbitMQ", "127.0.0.1", 5672)
+    return RABBITMQ_URL
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """``host:port`` of a Tansu (Kafka-protocol) broker started for this test session."""
+    from tidings.testing.services import tansu
+
+    with tansu() as address:
+        yield address

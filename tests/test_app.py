@@ -178,6 +178,36 @@ async def test_an_invalid_incoming_message_is_dead_lettered_and_the_consumer_goe
     assert dead.group == "email-service"
 
 
+async def test_a_foreign_message_is_handled_and_the_contract_still_decides() -> None:
+    # what FastStream or a plain client sends: the event's fields only, no envelope
+    foreign = b'{"user_id": 5, "email": "e@example.com", "name": "E"}'
+    loose = App("memory://", name="user-service")
+    got: list[tuple[UserCreated, EventContext]] = []
+
+    @loose.subscriber("user.created", group="email-service")
+    async def welcome(event: UserCreated, ctx: EventContext) -> None:
+        got.append((event, ctx))
+
+    async with TestApp(loose) as t:
+        await t.broker.publish(Message("user.created", foreign, {"message_id": "fs-1"}))
+        await t.settle()
+    [(event, ctx)] = got
+    assert event.user_id == 5
+    assert (ctx.envelope.event_id, ctx.envelope.event_type) == ("fs-1", "user.created")
+
+    strict = make_app()  # the guide's document requires event_id, event_type... in the payload
+
+    @strict.subscriber("user.created", group="email-service")
+    async def never(event: UserCreated) -> None:
+        raise AssertionError("an event that breaks the contract reached the handler")
+
+    async with TestApp(strict) as t:
+        await t.broker.publish(Message("user.created", foreign))
+        await t.settle()
+        [dead] = await t.dead_letters()
+    assert dead.reason.startswith("contract:")
+
+
 async def test_sync_handlers_run_in_a_worker_thread() -> None:
     app = make_app()
     threads: list[int] = []

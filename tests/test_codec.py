@@ -308,3 +308,30 @@ def test_refusals_say_why(body: bytes, headers: dict[str, str] | None, reason: s
         decode(body, headers)
     assert caught.value.reason == str(caught.value)
     assert isinstance(caught.value, TidingsError)
+
+
+# --- foreign messages (no envelope: FastStream, plain Kafka/AMQP clients) ----------------------------------
+
+
+def test_a_foreign_message_is_adopted_with_the_transports_metadata() -> None:
+    body = b'{"user_id": 1, "email": "a@example.com", "name": "A"}'
+    headers = {"message_id": "m-1", "correlation_id": "c-1", "content-type": "application/json"}
+    envelope, data = decode(body, headers, channel="user.created")
+    assert data == {"user_id": 1, "email": "a@example.com", "name": "A"}
+    assert (envelope.event_id, envelope.event_type, envelope.correlation_id) == ("m-1", "user.created", "c-1")
+    assert envelope.timestamp.endswith("Z")
+
+
+def test_a_foreign_message_without_metadata_gets_a_fresh_id_and_its_channel_as_type() -> None:
+    first, _ = decode(b'{"a": 1}', channel="orders.placed")
+    second, _ = decode(b'{"a": 1}', channel="orders.placed")
+    assert first.event_type == "orders.placed"
+    assert first.event_id != second.event_id
+    assert first.correlation_id == first.event_id
+
+
+def test_half_an_envelope_is_refused_even_with_a_channel() -> None:
+    with pytest.raises(DecodeError, match="no event_id"):
+        decode(b'{"event_type": "user.created", "user_id": 1}', channel="user.created")
+    with pytest.raises(DecodeError, match="no event_id"):
+        decode(b'{"a": 1}')  # no channel: nothing to adopt it by

@@ -11,7 +11,7 @@ import re
 # scheme://user:password@host  or  scheme://token@host  (no parsing: must also work on templates
 # such as "{user}:{password}@{host}" and on strings that are not valid URLs)
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*)(?::[^@/\s]*)?@")
-_SECRET_PARAMS = re.compile(r"(?i)([?&](?:password|passwd|pwd|token|secret|access_key|api_key|apikey)=)[^&#\s]*")
+_SECRET_PARAMS = re.compile(r"(?i)([?&][\w.]*(?:password|passwd|pwd|token|secret|access_key|api_key|apikey)=)[^&#\s]*")
 
 
 def redact_url(text: str) -> str:

@@ -161,12 +161,28 @@ class App:
         self._document_events: dict[str, type[Event]] = {}
 
     @classmethod
-    def from_asyncapi(cls, path: str | os.PathLike[str], broker: Broker | str = "memory://", **kwargs: Any) -> App:
-        """An app bound to the document at ``path``, with an event class per channel (see :meth:`event_class`)."""
+    def from_asyncapi(
+        cls,
+        path: str | os.PathLike[str],
+        broker: Broker | str | None = None,
+        *,
+        server: str | None = None,
+        **kwargs: Any,
+    ) -> App:
+        """An app bound to the document at ``path``, with an event class per channel (see :meth:`event_class`).
+
+        The broker: ``broker`` if given; else, with ``server``, the document's server of that name (credentials
+        from ``TIDINGS_BROKER_USERNAME`` / ``TIDINGS_BROKER_PASSWORD``, never from the document); else ``memory://``.
+        """
         from tidings.app.models import event_classes
 
         contract = load_contract(path)
-        app = cls(broker, asyncapi=contract, **kwargs)
+        if broker is None and server is not None:
+            from tidings.asyncapi.model import build_model
+            from tidings.brokers.servers import broker_url_for_server
+
+            broker = broker_url_for_server(build_model(contract.document), server)
+        app = cls(broker if broker is not None else "memory://", asyncapi=contract, **kwargs)
         app._document_events = event_classes(contract.document)
         return app
 
@@ -322,7 +338,8 @@ class App:
 
         async def handle(delivery: Delivery) -> None:
             try:
-                envelope, data = decode(delivery.message.body, delivery.message.headers)
+                message = delivery.message
+                envelope, data = decode(message.body, message.headers, channel=message.channel)
             except DecodeError as exc:
                 await delivery.dead_letter(f"undecodable: {exc.reason}")
                 return

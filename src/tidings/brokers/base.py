@@ -175,7 +175,7 @@ def channel_matcher(pattern: str) -> Callable[[str], bool]:
 
 
 def broker_from_url(url: str) -> Broker:
-    """The broker for ``url``: ``memory://``, ``sqlite:///path/to/events.db`` (later: kafka, amqp, nats...)."""
+    """The broker for ``url``: ``memory://``, ``sqlite:///path/to/events.db``, ``amqp://``, ``kafka://``."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "memory":
         from tidings.brokers.memory import MemoryBroker
@@ -185,7 +185,18 @@ def broker_from_url(url: str) -> Broker:
         from tidings.brokers.sqlite import SqliteBroker
 
         return SqliteBroker(url)
-    raise UsageError(f"no broker for {redact_url(url)!r}: use memory:// or sqlite:///path/to/events.db")
+    if scheme in ("amqp", "amqps"):
+        from tidings.brokers.rabbitmq import RabbitBroker
+
+        return RabbitBroker(url)
+    if scheme in ("kafka", "kafka+ssl", "kafka+sasl", "kafka+sasl_ssl"):
+        from tidings.brokers.kafka import KafkaBroker
+
+        return KafkaBroker(url)
+    raise UsageError(
+        f"no broker for {redact_url(url)!r}: use memory://, sqlite:///path/to/events.db, "
+        "amqp://user:pass@host:5672/vhost or kafka://host:9092"
+    )
 
 
 __all__ = [

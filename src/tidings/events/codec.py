@@ -21,6 +21,13 @@ placements are read and written by the official ``cloudevents`` SDK (its Kafka b
 ``tests/test_cloudevents.py``).
 
 :func:`decode` recognises all three on its own, so a consumer reads whatever a producer chose.
+
+Messages from producers that know nothing of envelopes (FastStream, a plain Kafka or AMQP client: a JSON
+object of the event's fields only) are *foreign*: given the channel they arrived on, :func:`decode` adopts
+them with an envelope made up from what the transport knows (``event_id`` from a ``message_id`` /
+``message-id`` header, else a new UUID v7; ``event_type`` from a ``type`` header, else the channel; the time
+from a ``timestamp`` header, else now). A body that carries *part* of an envelope (an ``event_type`` and no
+``event_id``) is a broken tidings event, not a foreign one, and is refused.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import Any
 import orjson
 
 from tidings.errors import TidingsError
-from tidings.events.envelope import JSON, Envelope
+from tidings.events.envelope import JSON, Envelope, utc_now, uuid7
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 SPECVERSION = "1.0"
@@ -106,11 +113,14 @@ def encode(
     return orjson.dumps(structured), {"content-type": CLOUDEVENTS_JSON}
 
 
-def decode(body: bytes, headers: Mapping[str, str] | None = None) -> tuple[Envelope, dict[str, Any]]:
+def decode(
+    body: bytes, headers: Mapping[str, str] | None = None, *, channel: str | None = None
+) -> tuple[Envelope, dict[str, Any]]:
     """``(envelope, data)`` from a message in any of the three placements; raises :class:`DecodeError`.
 
     ``data`` is what the payload schema describes: the event's own fields (with the envelope fields too,
-    for the ``payload`` placement, where they are part of the body).
+    for the ``payload`` placement, where they are part of the body). With ``channel``, a foreign message
+    (no envelope at all) is adopted (see the module documentation); without it, it is refused.
     """
     headers = headers or {}
     binary_mode = HEADER_PREFIX + "specversion" in headers
@@ -141,7 +151,25 @@ def decode(body: bytes, headers: Mapping[str, str] | None = None) -> tuple[Envel
         if not isinstance(data, dict):
             raise DecodeError("the CloudEvent's data is not a JSON object")
         return _envelope(fields), data
+    if channel is not None and "event_id" not in parsed and "event_type" not in parsed:
+        return _adopted(headers, channel), parsed
     return _envelope(parsed), parsed
+
+
+def _adopted(headers: Mapping[str, str], channel: str) -> Envelope:
+    """The envelope of a foreign message: from the transport's own metadata where it has some."""
+    get = headers.get
+    event_id = get("message_id") or get("message-id") or uuid7()
+    return Envelope(
+        str(event_id),
+        str(get("type") or channel),
+        str(get("timestamp") or utc_now()),
+        "",
+        str(get("app_id") or ""),
+        str(get("correlation_id") or get("correlation-id") or event_id),
+        "",
+        str(get("content-type") or get("content_type") or JSON),
+    )
 
 
 def _not_json(body: bytes, exc: orjson.JSONDecodeError) -> str:
