@@ -5,10 +5,11 @@ queue, deleted after; Kafka: a new Tansu broker per round, so every round starts
 
 - **raw client**: RabbitMQ with aio-pika (topic exchange, durable quorum queue, persistent messages, publisher
   confirms with ``mandatory``, awaited together per window of publishes; consumer with manual acks and
-  prefetch); Kafka with confluent-kafka (``acks=all``, idempotent producer, a window of produce calls then
-  ``flush``; consumer with ``enable.auto.commit=false``, offsets committed after each batch is handled). The
-  body is the guide's flat JSON event (an envelope built per event: uuid4, timestamp), the consumer does
-  ``orjson.loads`` + pydantic ``model_validate``: what a hand-written service does, no contract.
+  prefetch); Kafka with confluent-kafka (``acks=all``, idempotent producer, a window of produce calls, then
+  ``poll`` until their delivery reports are in; consumer with ``enable.auto.commit=false``, offsets committed
+  after each batch is handled). The body is the guide's flat JSON event (an envelope built per event: uuid4,
+  timestamp), the consumer does ``orjson.loads`` + pydantic ``model_validate``: what a hand-written service
+  does, no contract.
 - **tidings**: ``App(URL, asyncapi=the guide's document)``: ``app.publish_many`` per window (every event
   enveloped and checked against the channel's JSON Schema first), a typed handler behind the contract check
   on receive. Same durability as the raw client (tidings' defaults: durable, persistent, confirms /
@@ -17,6 +18,9 @@ queue, deleted after; Kafka: a new Tansu broker per round, so every round starts
   window awaited together (``persist=True``, ``mandatory=True``, publisher confirms / ``acks="all"``),
   acknowledgement after the handler; ``logger=None``, ``graceful_timeout=None``. Its Kafka producer
   (aiokafka) runs without idempotence: aiokafka's ``InitProducerId`` fails on Tansu.
+
+Kafka consumers all get ``session.timeout.ms=2000`` and ``fetch.wait.max.ms=10`` (Tansu forms a group in about
+half the session timeout, and holds every fetch for its whole wait).
 
 Each round: publish ``N`` events (no consumer running: they are stored), then start the consumer and time
 until its handler has seen all ``N``: publish events/s and consume events/s. Then the latency: one event at a
@@ -71,6 +75,10 @@ CHANNEL = "user.created"
 AMQP_URL = os.environ.get("TIDINGS_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 WINDOW = 1_000
 PREFETCH = 256
+#: Kafka consumer settings every contender gets on Tansu: it takes about half the session timeout to form a
+#: group, and answers a fetch only when the fetch's wait runs out (Apache Kafka answers as records arrive)
+SESSION_TIMEOUT_MS = 2_000
+FETCH_WAIT_MS = 10
 TARGET_RAW = 0.8
 TARGET_FASTSTREAM = 1.5
 
@@ -92,10 +100,12 @@ class Plan:
     rounds: int
     events: int
     latency_events: int
+    warm_up: bool = True
 
 
 FULL = Plan(rounds=3, events=100_000, latency_events=300)
-QUICK = Plan(rounds=3, events=5_000, latency_events=50)
+#: no warm-up round in --quick: each Kafka round pays a broker start and a group join
+QUICK = Plan(rounds=3, events=2_000, latency_events=20, warm_up=False)
 
 
 def make_events(count: int = 1_000) -> list[UserCreated]:
@@ -204,18 +214,27 @@ async def raw_kafka_round(count: int, seq: int, events: list[UserCreated]) -> Ro
     with kafka_broker() as bootstrap:
         create_topic(bootstrap, CHANNEL)
         producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+        delivered = [0]
+
+        def on_delivery(error: Any, _message: Any) -> None:
+            if error is not None:
+                raise RuntimeError(f"raw kafka: not delivered: {error}")
+            delivered[0] += 1
+
         start = time.perf_counter()
         for base in range(0, count, WINDOW):
-            for i in range(base, min(count, base + WINDOW)):
+            end = min(count, base + WINDOW)
+            for i in range(base, end):
                 event = events[i % len(events)]
                 while True:
                     try:
-                        producer.produce(CHANNEL, guide_body(event), key=str(event.user_id))
+                        producer.produce(CHANNEL, guide_body(event), key=str(event.user_id), on_delivery=on_delivery)
                         break
                     except BufferError:
                         producer.poll(0.01)
-                producer.poll(0)
-            producer.flush(60)
+            # the window's delivery reports, served as they come (flush() was several times slower here)
+            while delivered[0] < end:
+                producer.poll(0.05)
         published = time.perf_counter() - start
 
         def consume() -> float:
@@ -225,7 +244,8 @@ async def raw_kafka_round(count: int, seq: int, events: list[UserCreated]) -> Ro
                     "group.id": f"raw-{seq}",
                     "auto.offset.reset": "earliest",
                     "enable.auto.commit": False,
-                    "session.timeout.ms": 6000,
+                    "session.timeout.ms": SESSION_TIMEOUT_MS,
+                    "fetch.wait.max.ms": FETCH_WAIT_MS,
                 }
             )
             consumer.subscribe([CHANNEL])
@@ -264,7 +284,14 @@ def faststream_kafka(bootstrap: str, group: str, counter: Counter) -> Any:
     # acks="all" like the others; not idempotent: aiokafka's InitProducerId fails on Tansu (UnknownError)
     broker = KafkaBroker(bootstrap, acks="all", logger=None, graceful_timeout=None)
 
-    @broker.subscriber(CHANNEL, group_id=group, auto_offset_reset="earliest", ack_policy=AckPolicy.ACK)
+    @broker.subscriber(
+        CHANNEL,
+        group_id=group,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.ACK,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        fetch_max_wait_ms=FETCH_WAIT_MS,
+    )
     async def handle(event: UserCreated) -> None:
         counter.hit()
 
@@ -331,7 +358,8 @@ async def raw_kafka_latency(count: int, events: list[UserCreated]) -> list[float
                 "group.id": "raw-latency",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
-                "session.timeout.ms": 6000,
+                "session.timeout.ms": SESSION_TIMEOUT_MS,
+                "fetch.wait.max.ms": FETCH_WAIT_MS,
             }
         )
         consumer.subscribe([CHANNEL])
@@ -612,13 +640,17 @@ async def tidings_rabbit_latency(count: int, events: list[UserCreated]) -> list[
 async def tidings_kafka_round(count: int, seq: int, events: list[UserCreated]) -> Round:
     with kafka_broker() as bootstrap:
         create_topic(bootstrap, CHANNEL)
-        return await tidings_round(f"kafka://{bootstrap}", f"tidings-{seq}", count, events)
+        return await tidings_round(kafka_url(bootstrap), f"tidings-{seq}", count, events)
 
 
 async def tidings_kafka_latency(count: int, events: list[UserCreated]) -> list[float]:
     with kafka_broker() as bootstrap:
         create_topic(bootstrap, CHANNEL)
-        return await tidings_latency(f"kafka://{bootstrap}", "tidings-latency", count, events)
+        return await tidings_latency(kafka_url(bootstrap), "tidings-latency", count, events)
+
+
+def kafka_url(bootstrap: str) -> str:
+    return f"kafka://{bootstrap}?session_timeout_ms={SESSION_TIMEOUT_MS}&fetch_wait_ms={FETCH_WAIT_MS}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -760,7 +792,7 @@ async def run_all(plan: Plan, only: str | None, progress: Progress) -> list[Cont
     everyone = contenders(plan, only)
     measured = [c for c in everyone if c.run is not None]
     seq = 0
-    for contender in measured:  # one untimed warm-up round each
+    for contender in measured if plan.warm_up else ():  # one untimed warm-up round each
         progress.update(task, description=f"warm-up: {contender.label}")
         assert contender.run is not None
         seq += 1

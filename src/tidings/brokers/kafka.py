@@ -894,10 +894,13 @@ class _KafkaSubscription(Subscription):
                         paused = True
                 else:
                     full_since = 0.0
-                # paused, this serves rebalance callbacks and returns nothing
-                batch = consumer.consume(_BATCH, _POLL_INTERVAL * 2)
-                if not batch:
+                # paused, this serves rebalance callbacks and returns nothing. One record is waited for, the
+                # rest taken as they are: consume(n, timeout) would hold a lone record until n arrive or the
+                # timeout runs out, which is the latency of every quiet topic
+                first = consumer.poll(_POLL_INTERVAL * 2)
+                if first is None:
                     continue
+                batch = [first, *consumer.consume(_BATCH - 1, 0)]
                 good = []
                 for record in batch:
                     err = record.error()
