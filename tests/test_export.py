@@ -454,6 +454,23 @@ def test_a_password_in_the_broker_url_never_reaches_the_document(tmp_path: Path,
         assert errors_of(write(tmp_path, "leaky.yaml", document)) == []
 
 
+@pytest.mark.parametrize(
+    ("url", "protocol", "host"),
+    [
+        ("kafka+sasl://bob:s3cret@k1:9092", "kafka", "k1:9092"),
+        ("kafka+sasl_ssl://bob:s3cret@k1:9093", "kafka-secure", "k1:9093"),
+        ("kafka+ssl://k1:9093", "kafka-secure", "k1:9093"),
+        ("amqps://guest:s3cret@rabbit:5671/prod", "amqps", "rabbit:5671"),
+    ],
+)
+def test_broker_url_schemes_become_asyncapi_protocols(tmp_path: Path, url: str, protocol: str, host: str) -> None:
+    document = render(AppDescription("user-service", servers=(ServerDescription("production", url),)), "3.0")
+    [server] = document["servers"].values()
+    assert (server["protocol"], server["host"]) == (protocol, host)
+    assert "s3cret" not in dump(document)
+    assert errors_of(write(tmp_path, "servers.yaml", document)) == []
+
+
 # -- the neutral description on its own ----------------------------------------------------------------
 
 

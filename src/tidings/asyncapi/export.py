@@ -60,6 +60,8 @@ SPEC_VERSIONS = {"3.0": "3.0.0", "3.0.0": "3.0.0", "2.6": "2.6.0", "2.6.0": "2.6
 PROTOCOLS = {
     "amqps": "amqps",
     "kafka+ssl": "kafka-secure",
+    "kafka+sasl": "kafka",  # SASL is the server's security scheme, not another protocol
+    "kafka+sasl_ssl": "kafka-secure",
     "kafkas": "kafka-secure",
     "mqtts": "secure-mqtt",
     "rediss": "redis",
