@@ -236,6 +236,7 @@ async def raw_kafka_round(count: int, seq: int, events: list[UserCreated]) -> Ro
             while delivered[0] < end:
                 producer.poll(0.05)
         published = time.perf_counter() - start
+        del producer  # its connections close now, not when Tansu stops under them (librdkafka logs that)
 
         def consume() -> float:
             consumer = Consumer(
@@ -396,6 +397,7 @@ async def raw_kafka_latency(count: int, events: list[UserCreated]) -> list[float
             stop.set()
             thread.join(10)
             consumer.close()
+            del producer
     return out
 
 

@@ -541,6 +541,28 @@ async def test_ensure_topics_creates_the_topics_a_documents_kafka_bindings_descr
             assert described[name][1] == retention, name
 
 
+async def test_an_app_bound_to_a_document_creates_its_topics_at_start(kafka_bootstrap: str, tmp_path: Path) -> None:
+    suffix = uuid.uuid4().hex[:10]
+    path = tmp_path / "orders.asyncapi.yaml"
+    path.write_text(DOCUMENT_3.replace("SUFFIX", suffix), encoding="utf-8")
+    app = App(kafka_url(kafka_bootstrap), name="orders", asyncapi=path)
+    async with app:
+        pass
+
+    def partitions() -> int:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        try:
+            topic = admin.list_topics(timeout=10).topics.get(f"orders.placed.{suffix}")
+            return len(topic.partitions) if topic is not None else 0
+        finally:
+            del admin
+            gc.collect()
+
+    assert await asyncio.to_thread(partitions) == 5  # the channel's bindings.kafka.partitions
+
+
 # -- the App ----------------------------------------------------------------------------------------------------
 
 

@@ -368,6 +368,8 @@ class App:
         if self._running:
             return
         await self.broker.start()
+        if self.contract is not None:
+            await self.broker.declare(self.contract.document)
         for hook in self.on_startup:
             await hook()
         for subscriber in self.subscribers:

@@ -30,10 +30,13 @@ import fnmatch
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import NamedTuple, Self
+from typing import TYPE_CHECKING, NamedTuple, Self
 
 from tidings.errors import TidingsError, UsageError
 from tidings.redact import redact_url
+
+if TYPE_CHECKING:
+    from tidings.asyncapi.document import Document
 
 
 class BrokerError(TidingsError):
@@ -144,6 +147,10 @@ class Broker(abc.ABC):
     async def dead_letters(self) -> list[DeadLetter]:
         """What has been dead-lettered, oldest first (where the broker keeps it)."""
         return []
+
+    async def declare(self, document: Document) -> None:
+        """Create what an AsyncAPI document's bindings ask of this broker (Kafka: topics with their partitions
+        and retention); the app calls it at start when it is bound to a document. Most brokers need nothing."""
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -1451,6 +1451,10 @@ class KafkaBroker(Broker):
 
     # -- topics --
 
+    async def declare(self, document: Document) -> None:
+        """Create the document's topics, as its Kafka bindings describe them (see :func:`ensure_topics`)."""
+        await ensure_topics(self, document)
+
     async def create_topics(self, specs: Iterable[TopicSpec]) -> list[str]:
         """Create the topics of ``specs`` that do not exist; returns the names of those created. Unset sizes
         and config come from the broker's options (``partitions``, ``replication_factor``, ``retention_ms``,
