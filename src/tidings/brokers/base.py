@@ -151,6 +151,7 @@ class Broker(abc.ABC):
     async def declare(self, document: Document) -> None:
         """Create what an AsyncAPI document's bindings ask of this broker (Kafka: topics with their partitions
         and retention); the app calls it at start when it is bound to a document. Most brokers need nothing."""
+        del document  # nothing to declare: the broker needs no set-up from the document
 
     async def __aenter__(self) -> Self:
         await self.start()
