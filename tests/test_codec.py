@@ -335,3 +335,37 @@ def test_half_an_envelope_is_refused_even_with_a_channel() -> None:
         decode(b'{"event_type": "user.created", "user_id": 1}', channel="user.created")
     with pytest.raises(DecodeError, match="no event_id"):
         decode(b'{"a": 1}')  # no channel: nothing to adopt it by
+
+
+# --- the runtime contract's validators: draft 2019-09 only where it reads a schema as draft 07 does ----------
+
+
+@pytest.mark.parametrize(
+    ("schema", "valid", "invalid", "fast"),
+    [
+        ({"type": "string", "format": "uuid"}, "01a21a76-1d9a-7107-b9f8-42e4df63b880", "not-a-uuid", True),
+        ({"type": "string", "format": "email"}, "a@example.com", "nope", True),
+        # draft 07 ignores a $ref's siblings: the maxLength must not apply, so the slow validator stays
+        ({"$ref": "#/definitions/s", "maxLength": 1, "definitions": {"s": {"type": "string"}}}, "long", 5, False),
+        # draft 07 does not check "duration"
+        ({"type": "string", "format": "duration"}, "whatever", 5, False),
+        ({"dependencies": {"a": ["b"]}}, {"a": 1, "b": 2}, {"a": 1}, False),
+    ],
+    ids=["uuid", "email", "ref-siblings", "duration", "dependencies"],
+)
+def test_hot_validators_judge_as_draft_07_does(schema: dict[str, Any], valid: Any, invalid: Any, fast: bool) -> None:
+    from tidings.asyncapi.schemas import compile_schema
+
+    hot, plain = compile_schema(schema, hot=True), compile_schema(schema)
+    assert (type(hot).__name__ == "Draft201909Validator") is fast
+    assert hot.is_valid(valid)
+    assert plain.is_valid(valid)
+    assert not hot.is_valid(invalid)
+    assert not plain.is_valid(invalid)
+
+
+def test_a_uuid_with_a_trailing_newline_is_not_a_uuid() -> None:
+    from tidings.asyncapi.schemas import compile_schema
+
+    for validator in (compile_schema({"format": "uuid"}), compile_schema({"format": "uuid"}, hot=True)):
+        assert not validator.is_valid("01a21a76-1d9a-7107-b9f8-42e4df63b880\n")

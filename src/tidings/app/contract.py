@@ -83,7 +83,7 @@ class Contract:
                     continue  # Avro, Protobuf...: not JSON Schema, not ours to check
                 if isinstance(message.payload, dict | bool):
                     schema = bundle_schema(document, message.payload)
-                    compiled.append(_Compiled(message.name or message.key, compile_schema(schema)))
+                    compiled.append(_Compiled(message.name or message.key, compile_schema(schema, hot=True)))
             contract = ChannelContract(address, compiled)
             if "{" in address:
                 regex = re.compile("^" + re.sub(r"\\\{[^{}]*\\\}", "[^./]+", re.escape(address)) + "$")
