@@ -80,8 +80,10 @@ class DecodeError(TidingsError):
 def payload_body(envelope: Envelope, data: Mapping[str, Any]) -> dict[str, Any]:
     """The ``payload`` placement's JSON object: the envelope's fields, then the event's."""
     fields = envelope.to_dict()
-    # envelope first (key order), then the event's fields; the envelope is the envelope: an event field of
-    # the same name must not overwrite it, hence the envelope merged again last (merges run in C)
+    if fields.keys().isdisjoint(data):  # the usual case: envelope first (key order), then the event's fields
+        fields.update(data)
+        return fields
+    # the envelope is the envelope: an event field of the same name must not overwrite it
     return {**fields, **data, **fields}
 
 

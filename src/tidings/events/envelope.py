@@ -45,12 +45,9 @@ class Envelope(NamedTuple):
 
     def to_dict(self) -> dict[str, str]:
         """The set fields, in envelope order (an empty one is left out)."""
-        fields = dict(zip(ENVELOPE_FIELDS, self, strict=True))
-        if not all(self):  # usually one or two are empty (a first event has no causation id)
-            for name, value in zip(ENVELOPE_FIELDS, self, strict=True):
-                if not value:
-                    del fields[name]
-        return fields
+        if all(self):
+            return dict(zip(ENVELOPE_FIELDS, self, strict=True))
+        return {name: value for name, value in zip(ENVELOPE_FIELDS, self, strict=True) if value}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Envelope:
