@@ -49,8 +49,9 @@ def test_password_in_server_url_is_never_printed(tmp_path: Path, fmt: str) -> No
 
 
 def test_secret_parameters_with_prefixes_are_masked() -> None:
-    url = "kafka+sasl_ssl://bob@k1:9093/?ssl_key_password=hunter2&sasl.password=hunter3&x=1"
+    url = "kafka+sasl_ssl://bob@k1:9093/?ssl_key_password=hunter2&sasl.password=hunter3&token_file=h4&x=1"
     redacted = redact_url(url)
     assert "hunter2" not in redacted
     assert "hunter3" not in redacted
+    assert "h4" not in redacted
     assert "x=1" in redacted

@@ -11,7 +11,10 @@ import re
 # scheme://user:password@host  or  scheme://token@host  (no parsing: must also work on templates
 # such as "{user}:{password}@{host}" and on strings that are not valid URLs)
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*)(?::[^@/\s]*)?@")
-_SECRET_PARAMS = re.compile(r"(?i)([?&][\w.]*(?:password|passwd|pwd|token|secret|access_key|api_key|apikey)=)[^&#\s]*")
+# a secret word anywhere in a parameter's name: password=, sasl.password=, ssl_key_password=, token_file=...
+_SECRET_PARAMS = re.compile(
+    r"(?i)([?&][\w.]*(?:password|passwd|pwd|token|secret|access_key|api_key|apikey)[\w.]*=)[^&#\s]*"
+)
 
 
 def redact_url(text: str) -> str:

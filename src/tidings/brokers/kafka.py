@@ -185,8 +185,6 @@ _PATTERN_CHARS = frozenset("*#>{")
 #: librdkafka settings this module's guarantees rest on: never from the user's config
 _OWNED = frozenset({"group.id", "enable.auto.commit", "enable.auto.offset.store"})
 #: query parameters whose value is a secret (masked in anything shown)
-_SECRET_PARAM = re.compile(r"(?i)([?&][\w.]*(?:password|secret|token)[\w.]*=)[^&#\s]*")
-
 # dead-letter record headers (beside the original message's own)
 DLQ_CHANNEL = "tidings-dlq-channel"
 DLQ_PARTITION = "tidings-dlq-partition"
@@ -204,11 +202,6 @@ _PAUSE_AFTER = 0.5
 _POLL_INTERVAL = 0.05
 #: publish_many yields to the event loop every this many records (a 100k batch must not starve the loop)
 _YIELD_EVERY = 1024
-
-
-def _mask(text: str) -> str:
-    """``text`` with userinfo passwords and secret-looking query parameters masked."""
-    return _SECRET_PARAM.sub(r"\1***", redact_url(text))
 
 
 # -- settings ----------------------------------------------------------------------------------------------------
@@ -276,7 +269,7 @@ _KEYWORD_ONLY = frozenset({"username", "password", "ssl_key_password", "config"}
 
 def _parse_url(url: str, options: Mapping[str, object]) -> _Settings:
     """Settings from the URL and keyword options (which win); a :class:`UsageError` that says what is wrong."""
-    shown = _mask(url)
+    shown = redact_url(url)
     if not isinstance(url, str) or "://" not in url:
         raise UsageError(f"not a Kafka broker URL: {shown!r}; use kafka://host:9092")
     scheme, _, rest = url.partition("://")
@@ -537,10 +530,10 @@ def _translate(error: BaseException | Any, doing: str, settings: _Settings) -> T
     elif code in (KafkaError.TOPIC_EXCEPTION, KafkaError.UNKNOWN_TOPIC_OR_PART):
         advice = "unknown or invalid topic: topic names are letters, digits, '.', '_' and '-'"
     elif code == KafkaError._INVALID_ARG:
-        return UsageError(f"{doing}: librdkafka refused the configuration: {_mask(detail)}")
+        return UsageError(f"{doing}: librdkafka refused the configuration: {redact_url(detail)}")
     else:
         advice = f"{where} failed"
-    return BrokerError(_mask(f"{doing}: {advice} (librdkafka: {detail})"))
+    return BrokerError(redact_url(f"{doing}: {advice} (librdkafka: {detail})"))
 
 
 # -- topics from an AsyncAPI document ---------------------------------------------------------------------------
@@ -1251,7 +1244,7 @@ class KafkaBroker(Broker):
 
     @property
     def url(self) -> str:
-        return _mask(self._url)
+        return redact_url(self._url)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -1318,9 +1311,9 @@ class KafkaBroker(Broker):
     def _on_error(self, err: Any) -> None:
         # librdkafka reconnects on its own; these also reach the librdkafka logger
         if err.fatal() or err.code() == KafkaError._ALL_BROKERS_DOWN:
-            logger.warning("kafka at %s: %s", self._settings.bootstrap, _mask(err.str()))
+            logger.warning("kafka at %s: %s", self._settings.bootstrap, redact_url(err.str()))
         else:
-            logger.debug("kafka at %s: %s", self._settings.bootstrap, _mask(err.str()))
+            logger.debug("kafka at %s: %s", self._settings.bootstrap, redact_url(err.str()))
 
     @staticmethod
     def _on_commit(err: Any, partitions: list[Any]) -> None:
