@@ -79,3 +79,15 @@ def test_an_app_takes_its_broker_from_the_documents_server(monkeypatch: pytest.M
     assert app.broker.url.startswith("kafka+sasl://svc")  # credentials travel over SASL
     assert "s3cret" not in app.broker.url
     assert App.from_asyncapi(os.fspath(SEED)).broker.url == "memory://"
+
+
+def test_a_missing_driver_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from tidings.brokers.base import broker_from_url
+
+    monkeypatch.delitem(sys.modules, "tidings.brokers.rabbitmq", raising=False)
+    monkeypatch.setitem(sys.modules, "aio_pika", None)  # as if `pip install tidings` without the extra
+    with pytest.raises(UsageError, match=r"pip install 'tidings\[rabbitmq\]'") as caught:
+        broker_from_url("amqp://guest:s3cret@127.0.0.1:5672/")
+    assert "s3cret" not in str(caught.value)

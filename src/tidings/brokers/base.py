@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import fnmatch
+import importlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
@@ -182,29 +183,42 @@ def channel_matcher(pattern: str) -> Callable[[str], bool]:
     return lambda channel: regex.match(channel) is not None
 
 
+#: URL scheme -> (module, class, the extra that installs its driver; "" for none)
+_BROKERS = {
+    "memory": ("tidings.brokers.memory", "MemoryBroker", ""),
+    "sqlite": ("tidings.brokers.sqlite", "SqliteBroker", ""),
+    "amqp": ("tidings.brokers.rabbitmq", "RabbitBroker", "rabbitmq"),
+    "amqps": ("tidings.brokers.rabbitmq", "RabbitBroker", "rabbitmq"),
+    "kafka": ("tidings.brokers.kafka", "KafkaBroker", "kafka"),
+    "kafka+ssl": ("tidings.brokers.kafka", "KafkaBroker", "kafka"),
+    "kafka+sasl": ("tidings.brokers.kafka", "KafkaBroker", "kafka"),
+    "kafka+sasl_ssl": ("tidings.brokers.kafka", "KafkaBroker", "kafka"),
+}
+
+
 def broker_from_url(url: str) -> Broker:
-    """The broker for ``url``: ``memory://``, ``sqlite:///path/to/events.db``, ``amqp://``, ``kafka://``."""
+    """The broker for ``url``: ``memory://``, ``sqlite:///path/to/events.db``, ``amqp://``, ``kafka://``.
+
+    Each adapter is imported only when its scheme is asked for, so that a driver is needed only by who uses it.
+    """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "memory":
-        from tidings.brokers.memory import MemoryBroker
-
-        return MemoryBroker(url)
-    if scheme == "sqlite":
-        from tidings.brokers.sqlite import SqliteBroker
-
-        return SqliteBroker(url)
-    if scheme in ("amqp", "amqps"):
-        from tidings.brokers.rabbitmq import RabbitBroker
-
-        return RabbitBroker(url)
-    if scheme in ("kafka", "kafka+ssl", "kafka+sasl", "kafka+sasl_ssl"):
-        from tidings.brokers.kafka import KafkaBroker
-
-        return KafkaBroker(url)
-    raise UsageError(
-        f"no broker for {redact_url(url)!r}: use memory://, sqlite:///path/to/events.db, "
-        "amqp://user:pass@host:5672/vhost or kafka://host:9092"
-    )
+    found = _BROKERS.get(scheme)
+    if found is None:
+        raise UsageError(
+            f"no broker for {redact_url(url)!r}: use memory://, sqlite:///path/to/events.db, "
+            "amqp://user:pass@host:5672/vhost or kafka://host:9092"
+        )
+    module_name, class_name, extra = found
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if not extra or (exc.name or "").startswith("tidings"):
+            raise
+        raise UsageError(
+            f"{scheme}:// needs the {extra} driver ({exc.name}), which is not installed: pip install 'tidings[{extra}]'"
+        ) from None
+    broker: Broker = getattr(module, class_name)(url)
+    return broker
 
 
 __all__ = [
