@@ -179,3 +179,17 @@ def kafka_bootstrap() -> Iterator[str]:
 
     with tansu() as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def official_asyncapi_cli() -> object:
+    """The official AsyncAPI CLI, installed from npm into a cache folder on first use (the oracle of the
+    conformance tests); a failed install skips, or fails under ``CI=true``."""
+    from benchmarks.official_cli import official_cli
+
+    from tidings.testing.services import unavailable
+
+    try:
+        return official_cli()
+    except SystemExit as exc:  # npm missing or the install failed
+        unavailable(f"the official AsyncAPI CLI could not be installed: {exc}")

