@@ -1,0 +1,1 @@
+"""Reliability: idempotent consumers, retries, dead letters and the transactional outbox."""
