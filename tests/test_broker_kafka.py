@@ -29,8 +29,27 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tidings.app import App
-from tidings.brokers.base import Broker, BrokerError, Delivery, Message, broker_from_url, channel_matcher
-from tidings.brokers.kafka import KafkaBroker, KafkaDelivery, ensure_topics, topic_regex
+from tidings.brokers.base import (
+    DL_ERROR_TYPE,
+    DL_ORIGIN,
+    Broker,
+    BrokerError,
+    Delivery,
+    Message,
+    broker_from_url,
+    channel_matcher,
+)
+from tidings.brokers.kafka import (
+    DLQ_CHANNEL,
+    DLQ_REASON,
+    DLQ_SETTLED,
+    DLQ_SETTLED_AS,
+    KafkaBroker,
+    KafkaDelivery,
+    TopicSpec,
+    ensure_topics,
+    topic_regex,
+)
 from tidings.errors import UsageError
 from tidings.events.event import Event
 from tidings.testing import BrokerContract
@@ -342,6 +361,135 @@ async def test_two_members_share_the_partitions_and_a_rebalance_loses_and_repeat
         # (from the offsets handled, not the log's end offsets, which Tansu reports wrongly after batches)
         ends = [last_offsets.get(p, -1002) + 1 for p in range(4)]
         await wait_for_offsets(kafka_bootstrap, group, topic, lambda found: found == ends, partitions=4)
+
+
+# -- dead letters -----------------------------------------------------------------------------------------------
+
+
+def read_raw(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of ``topic``, read from the beginning with a plain consumer that commits nothing."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("raw-reader"),
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    records: list[Any] = []
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, -2) for p in partitions])  # -2: the beginning
+        remaining = set(partitions)
+        deadline = time.monotonic() + TIMEOUT
+        while remaining and time.monotonic() < deadline:
+            for record in consumer.consume(100, 0.1):
+                if record.error() is None:
+                    records.append(record)
+                else:
+                    remaining.discard(record.partition())
+    finally:
+        consumer.close()
+    assert not remaining, f"{topic} was not read to its end"
+    return records
+
+
+async def test_settled_dead_letters_are_skipped_by_every_reader_and_markers_say_what_they_settle(
+    kafka_bootstrap: str,
+) -> None:
+    """Dead letters in a dead-letter topic of two partitions: purged and replayed ones are marked settled by a
+    record in their own partition; dead_letters() skips them and the markers, here and in another broker."""
+    topic, dlq, group = unique("orders"), unique("dlq"), unique("g")
+    url = kafka_url(kafka_bootstrap, f"partitions=2&dead_letter_topic={dlq}")
+    seen: set[str] = set()
+
+    async def give_up_once(delivery: Delivery) -> None:
+        if message_id(delivery) in seen:
+            await delivery.ack()  # replayed: handled this time
+            return
+        seen.add(message_id(delivery))
+        await delivery.dead_letter("no", {DL_ERROR_TYPE: delivery.message.headers["kind"], DL_ORIGIN: "not this"})
+
+    received = recorder(give_up_once)
+    async with KafkaBroker(url) as broker:
+        await broker.create_topics([TopicSpec(dlq, partitions=2)])
+        await broker.subscribe(topic, group, received)
+        kinds = {"m0": "A", "m1": "B", "m2": "A", "m3": "B", "m4": "A"}
+        await broker.publish_many(
+            [Message(topic, mid.encode(), {"id": mid, "kind": kind}, key=mid) for mid, kind in kinds.items()]
+        )
+        await received.wait_ids(set(kinds))
+        dead = []
+        deadline = time.monotonic() + TIMEOUT
+        while len(dead := await broker.dead_letters()) < len(kinds):
+            assert time.monotonic() < deadline, f"only {len(dead)} dead letters"
+            await asyncio.sleep(0.05)
+        assert sorted(d.message.headers["id"] for d in dead) == sorted(kinds)
+        assert len({d.id for d in dead}) == len(kinds)
+        for delivery in received.deliveries:
+            assert isinstance(delivery, KafkaDelivery)
+            [letter] = [d for d in dead if d.message.headers["id"] == message_id(delivery)]
+            assert letter.details[DL_ORIGIN] == f"kafka:{topic}/{delivery.partition}@{delivery.offset}"
+            assert letter.details[DL_ERROR_TYPE] == kinds[message_id(delivery)]
+            assert letter.message.key == message_id(delivery)
+            assert set(letter.message.headers) == {"id", "kind"}
+
+        purged = [d.id for d in dead if d.error_type == "B"]
+        assert await broker.settle_dead_letters(lambda d: d.error_type == "B", replay=False) == 2
+        [m0] = [d for d in dead if d.message.headers["id"] == "m0"]
+        assert await broker.settle_dead_letters(lambda d: d.id == m0.id, replay=True) == 1
+        await received.wait_for(lambda: received.ids().count("m0") == 2, "the replayed m0")
+        again = received.deliveries[-1]
+        assert (again.message.body, again.message.key, dict(again.message.headers)) == (
+            b"m0",
+            "m0",
+            {"id": "m0", "kind": "A"},
+        )
+        remaining = sorted((d.id, d.message.headers["id"]) for d in await broker.dead_letters())
+        assert sorted(mid for _, mid in remaining) == ["m2", "m4"]
+
+    # another broker (another process, as far as Kafka knows) sees the same
+    async with KafkaBroker(url) as other:
+        assert sorted((d.id, d.message.headers["id"]) for d in await other.dead_letters()) == remaining
+        # and what the topic holds: the five dead letters and three markers (one per settle and partition)
+        records = await asyncio.to_thread(read_raw, kafka_bootstrap, dlq)
+        markers = [r for r in records if DLQ_SETTLED in dict(r.headers())]
+        assert len(records) - len(markers) == 5
+        settled: dict[str, str] = {}
+        for marker in markers:
+            headers = {k: v.decode() for k, v in marker.headers()}
+            assert marker.value() in (None, b"")
+            assert marker.key() is None
+            for dead_id in headers[DLQ_SETTLED].split(","):
+                assert int(dead_id.partition(":")[0]) == marker.partition()  # in the partition of what it settles
+                assert int(dead_id.partition(":")[2]) < marker.offset()  # after it
+                settled[dead_id] = headers[DLQ_SETTLED_AS]
+        assert settled == {**dict.fromkeys(purged, "purged"), m0.id: "replayed"}
+        # everything settled: nothing left to read
+        assert await other.settle_dead_letters(lambda d: True, replay=False) == 2
+        assert await other.dead_letters() == []
+
+
+async def test_a_dead_letter_that_cannot_be_replayed_stays_in_the_topic(kafka_bootstrap: str) -> None:
+    dlq = unique("dlq")
+    async with KafkaBroker(kafka_url(kafka_bootstrap, f"dead_letter_topic={dlq}")) as broker:
+        await broker.create_topics([TopicSpec(dlq, partitions=1)])
+        # written by hand (another tool): its channel is no topic name
+        await asyncio.to_thread(
+            produce_raw,
+            kafka_bootstrap,
+            dlq,
+            [{"value": b"x", "headers": {"id": "x", DLQ_CHANNEL: "no such topic!", DLQ_REASON: "no"}}],
+        )
+        [dead] = await broker.dead_letters()
+        assert (dead.message.channel, dead.id) == ("no such topic!", "0:0")
+        counted: list[int] = []
+        with pytest.raises(BrokerError, match="no such topic!"):
+            await broker.settle_dead_letters(lambda d: True, replay=True, progress=counted.append)
+        assert counted == []
+        assert [d.id for d in await broker.dead_letters()] == ["0:0"]
+        assert await broker.settle_dead_letters(lambda d: True, replay=False) == 1
+        assert await broker.dead_letters() == []
 
 
 # -- errors and URLs --------------------------------------------------------------------------------------------

@@ -27,6 +27,12 @@ from tidings.app import App
 from tidings.brokers.base import (
     DEAD_LETTER,
     DELAYED_REDELIVERY,
+    DL_ATTEMPTS,
+    DL_CHANNEL,
+    DL_ERROR_TYPE,
+    DL_GROUP,
+    DL_LAST_FAILURE,
+    DL_ORIGIN,
     DURABLE,
     PATTERNS,
     Broker,
@@ -303,6 +309,10 @@ async def _count(raw: aio_pika.abc.AbstractChannel, name: str) -> int:
     return declared.declaration_result.message_count or 0
 
 
+async def _count_is(raw: aio_pika.abc.AbstractChannel, name: str, expected: int) -> bool:
+    return await _count(raw, name) == expected
+
+
 async def test_amqp_properties_are_set_from_the_envelope(
     broker: RabbitBroker, raw: aio_pika.abc.AbstractChannel
 ) -> None:
@@ -329,7 +339,7 @@ async def test_dead_letters_carry_reason_group_channel_and_attempts_in_headers(
     broker: RabbitBroker, raw: aio_pika.abc.AbstractChannel
 ) -> None:
     async def give_up(delivery: Delivery) -> None:
-        await delivery.dead_letter("missing field 'email'")
+        await delivery.dead_letter("missing field 'email'", {DL_ERROR_TYPE: "KeyError", DL_ORIGIN: "not this"})
 
     channel, group = unique("user.created"), unique("email")
     received = recorder(give_up)
@@ -346,6 +356,11 @@ async def test_dead_letters_carry_reason_group_channel_and_attempts_in_headers(
     assert got.headers["x-tidings-channel"] == channel
     assert got.headers["x-tidings-attempts"] == 1
     assert got.headers["x-tidings-key"] == "user-1"
+    assert got.headers["x-tidings-error-type"] == "KeyError"
+    assert got.headers["x-tidings-origin"] == f"amqp:{broker.queue_name(channel, group)}"  # the broker's, always
+    dead_id = got.headers["x-tidings-dead-letter-id"]
+    assert isinstance(dead_id, str)
+    assert len(dead_id) == 32
     assert got.headers["trace"] == "abc"
     assert got.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     await got.nack(requeue=True)
@@ -353,9 +368,16 @@ async def test_dead_letters_carry_reason_group_channel_and_attempts_in_headers(
     for _ in range(2):
         [dead] = [d for d in await broker.dead_letters() if d.message.channel == channel]
         assert (dead.reason, dead.group, dead.attempts) == ("missing field 'email'", group, 1)
+        assert dead.id == dead_id
         assert dead.message.key == "user-1"
         assert dead.message.headers["trace"] == "abc"
         assert not [h for h in dead.message.headers if h.startswith("x-tidings-")]
+        assert dead.details == {
+            DL_ERROR_TYPE: "KeyError",
+            DL_GROUP: group,
+            DL_ATTEMPTS: "1",
+            DL_ORIGIN: f"amqp:{broker.queue_name(channel, group)}",
+        }
 
 
 async def test_a_message_redelivered_past_the_delivery_limit_is_dead_lettered_by_rabbitmq(
@@ -384,12 +406,74 @@ async def test_a_message_redelivered_past_the_delivery_limit_is_dead_lettered_by
             return bool(dead)
 
         await wait_until(dead_lettered, "RabbitMQ to dead-letter it")
-    [letter] = dead
-    assert letter.reason.startswith("RabbitMQ dead-lettered it: delivered 2 times from queue")
-    assert letter.group == broker.queue_name(channel, group)  # RabbitMQ knows the queue, not the group
-    assert letter.attempts == 2
-    assert (letter.message.channel, letter.message.body, letter.message.key) == (channel, b"poison", "k")
-    assert letter.message.headers["id"] == "p"
+        [letter] = dead
+        assert letter.reason.startswith("RabbitMQ dead-lettered it: delivered 2 times from queue")
+        assert letter.group == broker.queue_name(channel, group)  # RabbitMQ knows the queue, not the group
+        assert letter.attempts == 2
+        assert (letter.message.channel, letter.message.body, letter.message.key) == (channel, b"poison", "k")
+        assert letter.message.headers["id"] == "p"
+        assert not [h for h in letter.message.headers if h.startswith("x-")]
+        assert letter.details[DL_ORIGIN] == f"amqp:{broker.queue_name(channel, group)}"
+        assert (letter.details[DL_CHANNEL], letter.details[DL_ATTEMPTS]) == (channel, "2")
+        assert letter.details[DL_LAST_FAILURE].endswith("Z")
+        # it carries no id of tidings': it is named by its content, the same at every read
+        assert letter.id.startswith("rabbitmq-")
+        assert [d.id for d in await broker.dead_letters()] == [letter.id]
+        # and it can be replayed: to its channel, with its key and headers, for the group to handle this time
+        received = recorder()
+        await broker.subscribe(channel, group, received)
+        counted: list[int] = []
+        assert await broker.settle_dead_letters(lambda d: d.id == letter.id, replay=True, progress=counted.append) == 1
+        assert counted == [1]
+        await received.wait_ids({"p"})
+        [again] = received.deliveries
+        assert (again.message.body, again.message.key) == (b"poison", "k")
+        assert await broker.dead_letters() == []
+
+
+async def test_settling_dead_letters_keeps_the_others_in_order_and_a_failed_replay_keeps_its_dead_letter(
+    amqp_url: str, raw: aio_pika.abc.AbstractChannel
+) -> None:
+    # unroutable=error: replaying to a channel no queue is bound for fails, which is the failure wanted here
+    async with RabbitBroker(amqp_url, exchange=unique("t"), unroutable="error") as broker:
+        channel = unique("orders")
+        seen: set[str] = set()
+
+        async def give_up_once(delivery: Delivery) -> None:
+            if delivery.message.headers["id"] in seen:  # replayed: handled this time
+                await delivery.ack()
+                return
+            seen.add(delivery.message.headers["id"])
+            await delivery.dead_letter("no", {DL_ERROR_TYPE: delivery.message.headers["kind"]})
+
+        received = recorder(give_up_once)
+        await broker.subscribe(channel, unique("g"), received)
+        for i, kind in enumerate(["A", "B", "A", "B", "A"]):
+            await broker.publish(Message(channel, b"{}", {"id": f"m{i}", "kind": kind}))
+        await wait_until(lambda: _count_is(raw, broker.dead_letter_queue, 5), "the dead letters")
+        before = await broker.dead_letters()
+        assert [d.message.headers["id"] for d in before] == ["m0", "m1", "m2", "m3", "m4"]
+        assert len({d.id for d in before}) == 5
+        assert await broker.settle_dead_letters(lambda d: d.error_type == "B", replay=False) == 2
+        after = await broker.dead_letters()
+        assert [d.message.headers["id"] for d in after] == ["m0", "m2", "m4"]
+        assert [d.id for d in after] == [before[0].id, before[2].id, before[4].id]
+        # a dead letter (as tidings writes them, from another producer) whose channel no queue is bound for
+        await raw.default_exchange.publish(
+            aio_pika.Message(b"lost", headers={"id": "x", "x-tidings-reason": "no", "x-tidings-channel": "gone"}),
+            routing_key=broker.dead_letter_queue,
+        )
+        await wait_until(lambda: _count_is(raw, broker.dead_letter_queue, 4), "the foreign dead letter")
+        counted: list[int] = []
+        with pytest.raises(BrokerError, match="'gone'"):
+            await broker.settle_dead_letters(
+                lambda d: d.message.headers["id"] != "m2", replay=True, progress=counted.append
+            )
+        assert counted == [1, 2]  # m0 and m4 were replayed (and taken out) before x failed
+        await received.wait_for(lambda: received.ids().count("m4") == 2, "the replayed messages")
+        assert received.ids().count("m0") == 2
+        # x stays, and so does m2, which was not selected: in their places
+        assert [d.message.headers["id"] for d in await broker.dead_letters()] == ["m2", "x"]
 
 
 async def test_a_delayed_redelivery_waits_in_a_retry_queue(

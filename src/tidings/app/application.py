@@ -38,6 +38,9 @@ from tidings.errors import UsageError
 from tidings.events.codec import DecodeError, Placement, decode, encode, payload_body, payload_headers
 from tidings.events.envelope import JSON, Envelope, new_envelope, utc_now, uuid7_many
 from tidings.events.event import Event
+from tidings.reliability.failures import FailureLog
+from tidings.reliability.idempotency import IdempotencyStore, StoreError
+from tidings.reliability.retry import Retry, RetryPolicy, describe_error
 
 if TYPE_CHECKING:
     from tidings.asyncapi.export import AppDescription
@@ -51,7 +54,7 @@ _current: ContextVar[Envelope | None] = ContextVar("tidings_current_event", defa
 class Incoming:
     """A received message on its way through the middleware stack."""
 
-    __slots__ = ("channel", "data", "delivery", "envelope", "event", "group", "subscriber")
+    __slots__ = ("channel", "connection", "data", "delivery", "envelope", "event", "group", "subscriber")
 
     def __init__(self, delivery: Delivery, envelope: Envelope, data: dict[str, Any], subscriber: Subscriber) -> None:
         self.delivery = delivery
@@ -62,6 +65,8 @@ class Incoming:
         self.group = subscriber.group
         #: the typed event (an Event instance, or the dict for untyped handlers), set by the handler layer
         self.event: Any = None
+        #: the inbox transaction's database connection, for a subscriber with ``inbox=True``
+        self.connection: Any = None
 
     @property
     def attempt(self) -> int:
@@ -76,7 +81,7 @@ HandlerFunc = Callable[..., Any]
 class EventContext:
     """What a handler may ask about the message it handles (declare a second parameter to get it)."""
 
-    __slots__ = ("attempt", "channel", "envelope", "group", "headers")
+    __slots__ = ("attempt", "channel", "connection", "envelope", "group", "headers")
 
     def __init__(self, incoming: Incoming) -> None:
         self.envelope = incoming.envelope
@@ -84,16 +89,39 @@ class EventContext:
         self.group = incoming.group
         self.attempt = incoming.attempt
         self.headers = incoming.delivery.message.headers
+        #: with ``inbox=True``: the connection whose writes commit together with the event's dedupe mark
+        #: (``sqlite3.Connection``: sync calls; PostgreSQL: a psycopg ``AsyncConnection``); else None
+        self.connection = incoming.connection
 
 
 class Subscriber:
     """One registered handler: where it listens, as which group, and what event type it takes."""
 
-    def __init__(self, channel: str, group: str, func: HandlerFunc, prefetch: int) -> None:
+    def __init__(
+        self,
+        channel: str,
+        group: str,
+        func: HandlerFunc,
+        prefetch: int,
+        retry: RetryPolicy | None = None,
+        idempotency: IdempotencyStore | None = None,
+        inbox: bool = False,
+    ) -> None:
         self.channel = channel
         self.group = group
         self.func = func
         self.prefetch = prefetch
+        #: None: the app's policy
+        self.retry = retry
+        self.idempotency = idempotency
+        self.inbox = inbox
+        #: deliveries skipped because the group had processed their event already
+        self.duplicates = 0
+        if inbox and not hasattr(idempotency, "transaction"):
+            raise UsageError(
+                "inbox=True needs an idempotency store with transactions: SqliteIdempotencyStore or "
+                "PostgresIdempotencyStore (the handler's writes commit with the dedupe mark)"
+            )
         self.name = getattr(func, "__qualname__", repr(func))
         self.event_class, self.wants_context, self.annotated = _handler_signature(func)
         self.is_async = inspect.iscoroutinefunction(func)
@@ -142,6 +170,7 @@ class App:
         on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
         on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
         max_attempts: int = 5,
+        retry: RetryPolicy | None = None,
         shutdown_timeout: float = 30.0,
     ) -> None:
         self.broker = broker_from_url(broker) if isinstance(broker, str) else broker
@@ -151,7 +180,10 @@ class App:
         self.middleware = list(middleware)
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
-        self.max_attempts = max_attempts
+        #: what a subscriber without its own policy does after a failure (``max_attempts`` is its shorthand)
+        self.retry = retry if retry is not None else RetryPolicy(max_attempts)
+        self.max_attempts = self.retry.max_attempts
+        self._failures = FailureLog()
         self.shutdown_timeout = shutdown_timeout
         self.subscribers: list[Subscriber] = []
         #: event classes this app publishes (declared with publisher(), or seen by publish())
@@ -196,14 +228,30 @@ class App:
 
     # -- declaring --------------------------------------------------------------------------
     def subscriber(
-        self, channel: str, *, group: str | None = None, prefetch: int = 16
+        self,
+        channel: str,
+        *,
+        group: str | None = None,
+        prefetch: int = 16,
+        retry: RetryPolicy | None = None,
+        idempotency: IdempotencyStore | None = None,
+        inbox: bool = False,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
-        """Register ``func`` to handle the events of ``channel`` (a name or a pattern like ``user.*``)."""
+        """Register ``func`` to handle the events of ``channel`` (a name or a pattern like ``user.*``).
+
+        ``retry`` decides what happens when ``func`` raises (default: the app's ``retry``): delivered
+        again after a backoff, or dead-lettered with the failure's details after the last attempt.
+
+        ``idempotency``: a store of the events this group has processed; a redelivered event it has is
+        acknowledged without calling ``func``. With ``inbox=True`` (SQLite and PostgreSQL stores) ``func``
+        runs inside a transaction of the store's database, given to it as ``context.connection``: its writes
+        there and the event's mark commit together, so a crash at any point cannot apply an event twice.
+        """
 
         def register(func: HandlerFunc) -> HandlerFunc:
             if self._running:
                 raise UsageError("subscribers must be declared before the app starts")
-            subscriber = Subscriber(channel, group or self.name, func, prefetch)
+            subscriber = Subscriber(channel, group or self.name, func, prefetch, retry, idempotency, inbox)
             if not subscriber.annotated and channel in self._document_events:
                 # contract-first: an untyped handler on a documented channel gets the document's event class
                 subscriber.event_class = self._document_events[channel]
@@ -376,27 +424,67 @@ class App:
 
     def _delivery_handler(self, subscriber: Subscriber) -> Callable[[Delivery], Awaitable[None]]:
         stack = self._build_stack(subscriber)
+        policy = subscriber.retry or self.retry
+        failures, group = self._failures, subscriber.group
+        store = subscriber.idempotency
+
+        async def dedupe(incoming: Incoming, store: IdempotencyStore) -> bool:
+            """Run the stack unless the group has processed this event; False if it had."""
+            event_id = incoming.envelope.event_id
+            if subscriber.inbox:
+                async with store.transaction(group, event_id) as tx:  # type: ignore[attr-defined]
+                    if tx.duplicate:
+                        return False
+                    incoming.connection = tx.connection
+                    await stack(incoming)  # raising rolls the handler's writes back, unmarked
+                return True
+            if await store.seen(group, event_id):
+                return False
+            await stack(incoming)
+            await store.mark(group, event_id)  # a crash just before this applies the event again: see inbox
+            return True
 
         async def handle(delivery: Delivery) -> None:
             try:
                 message = delivery.message
                 envelope, data = decode(message.body, message.headers, channel=message.channel)
             except DecodeError as exc:
-                await delivery.dead_letter(f"undecodable: {exc.reason}")
+                details = failures.give_up(group, "", delivery, exc)
+                await delivery.dead_letter(f"undecodable: {exc.reason}", details)
                 return
             incoming = Incoming(delivery, envelope, data, subscriber)
             token = _current.set(envelope)
             try:
-                await stack(incoming)
-            except ContractError as exc:
-                await delivery.dead_letter(f"contract: {exc.reason}")
+                if store is None:
+                    await stack(incoming)
+                elif not await dedupe(incoming, store):
+                    subscriber.duplicates += 1
+            except StoreError as exc:
+                # fail closed: without its dedupe record an event is neither handled nor acknowledged; it
+                # comes back once the store does (not counted against the handler's attempts: nothing failed)
+                log.error("handler %s: idempotency store: %s (the event will be delivered again)", subscriber.name, exc)
+                await delivery.nack(delay=policy.delay(delivery.attempt, 0.5) or 1.0)
+                return
+            except ContractError as exc:  # retrying cannot mend a message that breaks the contract
+                details = failures.give_up(group, envelope.event_id, delivery, exc)
+                await delivery.dead_letter(f"contract: {exc.reason}", details)
                 return
             except Exception as exc:
-                if delivery.attempt >= self.max_attempts:
-                    await delivery.dead_letter(f"handler {subscriber.name} failed {delivery.attempt} times: {exc!r}")
+                decision = policy.decide(delivery.attempt, exc)
+                if isinstance(decision, Retry):
+                    failures.failed(group, envelope.event_id)
+                    log.warning(
+                        "handler %s failed (attempt %d of %d, again in %.2f s): %s",
+                        subscriber.name,
+                        delivery.attempt,
+                        policy.max_attempts,
+                        decision.delay,
+                        describe_error(exc),
+                    )
+                    await delivery.nack(delay=decision.delay)
                 else:
-                    log.warning("handler %s failed (attempt %d): %r", subscriber.name, delivery.attempt, exc)
-                    await delivery.nack(delay=min(30.0, 0.05 * 2 ** (delivery.attempt - 1)))
+                    details = failures.give_up(group, envelope.event_id, delivery, exc)
+                    await delivery.dead_letter(f"handler {subscriber.name}: {decision.reason}", details)
                 return
             finally:
                 _current.reset(token)
@@ -409,6 +497,8 @@ class App:
         if self._running:
             return
         await self.broker.start()
+        for store in {id(s.idempotency): s.idempotency for s in self.subscribers if s.idempotency}.values():
+            await store.start()  # an unreachable store fails the start, not every delivery
         if self.contract is not None:
             await self.broker.declare(self.contract.document)
         for hook in self.on_startup:

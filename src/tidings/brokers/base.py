@@ -33,6 +33,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple, Self
 
+import orjson
+
 from tidings.errors import TidingsError, UsageError
 from tidings.redact import redact_url
 
@@ -78,8 +80,12 @@ class Delivery(abc.ABC):
         """Not done: deliver it again, after ``delay`` seconds."""
 
     @abc.abstractmethod
-    async def dead_letter(self, reason: str) -> None:
-        """Give up on it: keep it, with ``reason``, in the dead-letter store, and do not deliver it again."""
+    async def dead_letter(self, reason: str, details: Mapping[str, str] | None = None) -> None:
+        """Give up on it: keep it, with ``reason``, in the dead-letter store, and do not deliver it again.
+
+        ``details`` are the failure's ``x-tidings-*`` fields (see :data:`FAILURE_FIELDS`), kept with it; the
+        broker adds where the message came from (:data:`DL_ORIGIN`).
+        """
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
@@ -94,11 +100,88 @@ class Subscription(abc.ABC):
         """Stop taking new deliveries; those being handled may still settle."""
 
 
+#: Headers of a dead letter, the same on every broker: what failed, where, when and how often
+DL_CHANNEL = "x-tidings-original-channel"
+DL_GROUP = "x-tidings-group"
+DL_ERROR_TYPE = "x-tidings-error-type"  # ``ValueError``, ``mymodule.PaymentDeclined``; ``ContractError``...
+DL_ERROR = "x-tidings-error-message"
+DL_TRACEBACK = "x-tidings-traceback-digest"  # the same failure in the same code gives the same digest
+DL_ATTEMPTS = "x-tidings-attempts"
+DL_FIRST_FAILURE = "x-tidings-first-failure"  # RFC 3339
+DL_LAST_FAILURE = "x-tidings-last-failure"
+DL_ORIGIN = "x-tidings-origin"  # ``topic/partition@offset``, the queue, the log position
+FAILURE_FIELDS = (
+    DL_CHANNEL,
+    DL_GROUP,
+    DL_ERROR_TYPE,
+    DL_ERROR,
+    DL_TRACEBACK,
+    DL_ATTEMPTS,
+    DL_FIRST_FAILURE,
+    DL_LAST_FAILURE,
+    DL_ORIGIN,
+)
+
+
 class DeadLetter(NamedTuple):
+    """A message given up on, as the dead-letter store keeps it."""
+
     message: Message
     group: str
     reason: str
     attempts: int
+    #: the failure's ``x-tidings-*`` fields (:data:`FAILURE_FIELDS`); ``message.headers`` are the original's
+    details: Mapping[str, str] = {}
+    #: what names it in the store, for ``tidings dlq show|replay|purge --id``
+    id: str = ""
+
+    @property
+    def error_type(self) -> str:
+        return self.details.get(DL_ERROR_TYPE, "")
+
+    @property
+    def event_type(self) -> str:
+        """The event's type, from its CloudEvents header or its JSON body ("" if neither says)."""
+        found = self.message.headers.get("ce_type") or self.message.headers.get("type")
+        if found:
+            return found
+        try:
+            body = orjson.loads(self.message.body)
+        except orjson.JSONDecodeError:
+            return ""
+        kind = (body.get("type") or body.get("event_type")) if isinstance(body, dict) else None
+        return kind if isinstance(kind, str) else ""
+
+
+def split_failure_details(headers: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """A stored dead letter's headers, split into (the original's headers, the failure's details)."""
+    original: dict[str, str] = {}
+    details: dict[str, str] = {}
+    for name, value in headers.items():
+        (details if name in _FAILURE_SET else original)[name] = value
+    return original, details
+
+
+_FAILURE_SET = frozenset(FAILURE_FIELDS)
+
+
+class DeadLetterSelection(NamedTuple):
+    """Which dead letters an operation applies to: every given filter must match (none given: all)."""
+
+    ids: frozenset[str] = frozenset()
+    #: the full name (``mymodule.PaymentDeclined``) or the class name alone (``PaymentDeclined``)
+    error_type: str | None = None
+    event_type: str | None = None
+    group: str | None = None
+
+    def matches(self, dead: DeadLetter) -> bool:
+        if self.ids and dead.id not in self.ids:
+            return False
+        if self.group is not None and dead.group != self.group:
+            return False
+        if self.error_type is not None and self.error_type not in (dead.error_type, dead.error_type.rpartition(".")[2]):
+            return False
+        return self.event_type is None or dead.event_type == self.event_type
 
 
 #: what a broker may promise; the app layer fills in what is missing
@@ -148,6 +231,18 @@ class Broker(abc.ABC):
     async def dead_letters(self) -> list[DeadLetter]:
         """What has been dead-lettered, oldest first (where the broker keeps it)."""
         return []
+
+    async def settle_dead_letters(
+        self,
+        select: Callable[[DeadLetter], bool],
+        *,
+        replay: bool,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Take the selected dead letters out of the store; with ``replay``, first publish each (its original
+        headers and body, confirmed) to its original channel. Returns how many; ``progress`` is called
+        with the running count. A replayed message goes to every group of its channel again."""
+        raise BrokerError(f"{type(self).__name__} keeps no dead letters that could be replayed or purged")
 
     async def declare(self, document: Document) -> None:
         """Create what an AsyncAPI document's bindings ask of this broker (Kafka: topics with their partitions

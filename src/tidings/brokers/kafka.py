@@ -83,11 +83,8 @@ returns without settling is acknowledged.
 
 ``nack(delay)``: Kafka has no per-message negative acknowledgement, so the message is handed to the handler
 again in this process after ``delay`` seconds with ``attempt`` + 1; its offset stays uncommitted meanwhile
-(a crash in between still redelivers it). ``dead_letter(reason)`` writes a copy to the dead-letter topic
-(one partition, created when first needed) with the original headers and ``tidings-dlq-channel``,
-``-partition``, ``-offset``, ``-group``, ``-reason`` and ``-attempts``, waits for its delivery report, and only
-then settles the original. :meth:`KafkaBroker.dead_letters` reads that topic from the beginning with a
-throwaway consumer that commits nothing.
+(a crash in between still redelivers it). ``dead_letter(reason, details)`` writes a copy to the dead-letter
+topic, waits for its delivery report, and only then settles the original (see "Dead letters" below).
 
 *Ordering* (capability ``ordering``): within one group, the messages of one key are handed to the handler one
 at a time, in partition order: the next waits until the previous one is acked or dead-lettered, and a nacked
@@ -104,6 +101,33 @@ not waited for: its message goes to the next owner too, and its late settle is i
 (this member missed its session timeout) cannot be committed: their messages are delivered again.
 
 *Durability* is Kafka's: committed offsets and records live as long as the broker keeps them (retention).
+
+Dead letters
+------------
+``dead_letter(reason, details)`` appends a copy of the record to the dead-letter topic (``dead_letter_topic``;
+one partition when tidings creates it) with the record's value, key and headers, and beside them, as headers:
+``tidings-dlq-channel``, ``-partition``, ``-offset``, ``-group``, ``-reason``, ``-attempts`` and ``-timestamp``
+(the original record's, in milliseconds), the failure's ``details`` (the ``x-tidings-*`` fields of
+:data:`~tidings.brokers.base.FAILURE_FIELDS`; others are ignored), and its origin ``x-tidings-origin`` =
+``kafka:<topic>/<partition>@<offset>`` (the broker's, whatever ``details`` say). A dead letter is named by its
+place in the dead-letter topic: ``id`` = ``"<partition>:<offset>"``.
+
+The topic is append-only, so taking a dead letter out of it is an append too: a *settled marker*, a record
+with an empty value, no key and the headers ``tidings-dlq-settled`` = the ids it settles, comma-separated
+(``0:17,0:18``), and ``tidings-dlq-settled-as`` = ``replayed`` or ``purged``. A marker is written to the
+partition of the dead letters it settles, after them. :meth:`KafkaBroker.dead_letters` reads the whole topic
+from its beginning with a throwaway consumer that commits nothing, and returns the records that are neither
+markers nor settled by one: every reader, in any process, sees the same. They come in the order their
+originals were published (by the original's timestamp, then its topic, partition and offset), which is not the
+order they were dead-lettered in: the partitions of a topic are handled concurrently.
+:meth:`KafkaBroker.settle_dead_letters` reads them so, and settles the selected ones in rounds of 256: with
+``replay``, the round is published again first (``publish_many``: to its original channel, with its original
+value, headers and key, confirmed), then one marker per partition is written, confirmed, and ``progress`` is
+called. A round whose publish fails raises :class:`~tidings.brokers.base.BrokerError` before its marker is
+written: its dead letters stay (those of it that were published will be published again by the next replay;
+duplicates, never losses), and earlier rounds stay settled. Two settles running at once may both replay a
+dead letter. Markers and the records they settle stay in the topic until its retention removes them, oldest
+first: a marker follows what it settles in its partition, so it is never removed before them.
 
 How it runs
 -----------
@@ -152,7 +176,9 @@ from confluent_kafka.cimpl import NewTopic
 from tidings.brokers.base import (
     DEAD_LETTER,
     DELAYED_REDELIVERY,
+    DL_ORIGIN,
     DURABLE,
+    FAILURE_FIELDS,
     ORDERING,
     PATTERNS,
     Broker,
@@ -162,6 +188,7 @@ from tidings.brokers.base import (
     Handler,
     Message,
     Subscription,
+    split_failure_details,
 )
 from tidings.errors import TidingsError, UsageError
 from tidings.redact import redact_url
@@ -192,7 +219,16 @@ DLQ_OFFSET = "tidings-dlq-offset"
 DLQ_GROUP = "tidings-dlq-group"
 DLQ_REASON = "tidings-dlq-reason"
 DLQ_ATTEMPTS = "tidings-dlq-attempts"
-_DLQ_HEADERS = frozenset({DLQ_CHANNEL, DLQ_PARTITION, DLQ_OFFSET, DLQ_GROUP, DLQ_REASON, DLQ_ATTEMPTS})
+DLQ_TIMESTAMP = "tidings-dlq-timestamp"  # the original record's timestamp (ms): dead letters are listed by it
+_DLQ_HEADERS = frozenset({DLQ_CHANNEL, DLQ_PARTITION, DLQ_OFFSET, DLQ_GROUP, DLQ_REASON, DLQ_ATTEMPTS, DLQ_TIMESTAMP})
+# settled markers (records of the dead-letter topic that take dead letters out of it: see the module docs)
+DLQ_SETTLED = "tidings-dlq-settled"  # the dead letters it settles: "partition:offset,partition:offset..."
+DLQ_SETTLED_AS = "tidings-dlq-settled-as"  # replayed | purged
+_FAILURE = frozenset(FAILURE_FIELDS)
+#: dead letters settled per round: replayed together (publish_many), then marked settled by one record
+_SETTLE_BATCH = 256
+#: a record to produce: topic, partition (None: the partitioner's choice), value, key, headers
+_Record = tuple[str, int | None, bytes, bytes | None, list[tuple[str, str | bytes]]]
 
 #: messages a consumer thread asks librdkafka for at once
 _BATCH = 1000
@@ -735,6 +771,7 @@ class KafkaDelivery(Delivery):
         "_partition",
         "_settled",
         "_subscription",
+        "_timestamp",
         "attempt",
         "message",
     )
@@ -748,12 +785,14 @@ class KafkaDelivery(Delivery):
         headers: list[tuple[str, bytes]] | None,
         message: Message,
         attempt: int,
+        timestamp: int = -1,
     ) -> None:
         self._subscription = subscription
         self._partition = partition
         self._offset = offset
         self._key = key
         self._headers = headers  # as received: a dead letter keeps them byte for byte
+        self._timestamp = timestamp  # the record's, in ms (-1: none); a dead letter keeps it
         self.message = message
         self.attempt = attempt
         self._settled = False
@@ -782,7 +821,7 @@ class KafkaDelivery(Delivery):
         self._nacked = True
         self._subscription._redeliver(self, delay)
 
-    async def dead_letter(self, reason: str) -> None:
+    async def dead_letter(self, reason: str, details: Mapping[str, str] | None = None) -> None:
         if self._settled:
             return
         self._settled = True
@@ -790,7 +829,7 @@ class KafkaDelivery(Delivery):
             return
         subscription = self._subscription
         try:
-            await subscription._broker._write_dead_letter(self, subscription.group, reason)
+            await subscription._broker._write_dead_letter(self, subscription.group, reason, details)
         except BaseException:
             # not dead-lettered, so not settled either: try again later, as a redelivery
             self._nacked = True
@@ -1055,6 +1094,7 @@ class _KafkaSubscription(Subscription):
                 raw,
                 Message(t, record.value() or b"", headers, None if key is None else key.decode("utf-8", "replace")),
                 1,
+                record.timestamp()[1],
             )
             if key is not None:
                 waiting = state.keys.get(key)
@@ -1183,7 +1223,14 @@ class _KafkaSubscription(Subscription):
         if state.revoked or self._closing:  # the offset stays uncommitted: the partition's next reader has it
             return
         again = KafkaDelivery(
-            self, state, delivery._offset, delivery._key, delivery._headers, delivery.message, delivery.attempt + 1
+            self,
+            state,
+            delivery._offset,
+            delivery._key,
+            delivery._headers,
+            delivery.message,
+            delivery.attempt + 1,
+            delivery._timestamp,
         )
         if delay <= 0:
             self._ready.append(again)
@@ -1527,43 +1574,120 @@ class KafkaBroker(Broker):
 
     # -- dead letters --
 
-    async def _write_dead_letter(self, delivery: KafkaDelivery, group: str, reason: str) -> None:
-        producer = self._require_producer()
-        topic = self._settings.dead_letter_topic
-        if topic not in self._topics:
-            await self.create_topics([TopicSpec(topic, partitions=1)])  # one partition: oldest first
+    async def _write_dead_letter(
+        self, delivery: KafkaDelivery, group: str, reason: str, details: Mapping[str, str] | None = None
+    ) -> None:
+        topic = await self._dead_letter_topic()
         message = delivery.message
-        headers: list[tuple[str, str | bytes]] = [(k, v) for k, v in (delivery._headers or ()) if k not in _DLQ_HEADERS]
+        state = delivery._partition
+        # the original's headers as received (byte for byte), without any that are the dead letter's own
+        headers: list[tuple[str, str | bytes]] = [
+            (k, v)
+            for k, v in (delivery._headers or ())
+            if k not in _DLQ_HEADERS and k not in _FAILURE and k not in (DLQ_SETTLED, DLQ_SETTLED_AS)
+        ]
         headers += [
             (DLQ_CHANNEL, message.channel),
-            (DLQ_PARTITION, str(delivery._partition.partition)),
+            (DLQ_PARTITION, str(state.partition)),
             (DLQ_OFFSET, str(delivery._offset)),
             (DLQ_GROUP, group),
             (DLQ_REASON, reason),
             (DLQ_ATTEMPTS, str(delivery.attempt)),
         ]
+        if delivery._timestamp >= 0:
+            headers.append((DLQ_TIMESTAMP, str(delivery._timestamp)))
+        if details:
+            headers += [(k, str(v)) for k, v in details.items() if k in _FAILURE and k != DL_ORIGIN]
+        headers.append((DL_ORIGIN, f"kafka:{state.topic}/{state.partition}@{delivery._offset}"))
+        doing = f"dead-lettering a message of {message.channel}"
+        await self._produce_confirmed([(topic, None, message.body, delivery._key, headers)], doing)
+
+    async def _dead_letter_topic(self) -> str:
+        self._require_producer()
+        topic = self._settings.dead_letter_topic
+        if topic not in self._topics:
+            await self.create_topics([TopicSpec(topic, partitions=1)])  # one partition: oldest first
+        return topic
+
+    async def _produce_confirmed(self, records: list[_Record], doing: str) -> None:
+        """Produce ``records`` (topic, partition or None, value, key, headers) and wait for all their delivery
+        reports; :class:`BrokerError` if one was not confirmed."""
+        producer = self._require_producer()
         poller = self._poller
         assert poller is not None
-        reports = _Reports(asyncio.get_running_loop().create_future(), 1, poller.completed)
-        while True:
-            try:
-                producer.produce(topic, message.body, delivery._key, on_delivery=reports, headers=headers)
-                break
-            except BufferError:
-                await self._wait_for_room()
-            except _DRIVER_ERRORS as exc:
-                raise self._error(exc, f"dead-lettering a message of {message.channel}") from exc
-        await self._confirmed(reports, f"dead-lettering a message of {message.channel}")
+        reports = _Reports(asyncio.get_running_loop().create_future(), len(records), poller.completed)
+        produced = 0
+        try:
+            for topic, partition, value, key, headers in records:
+                extra = {} if partition is None else {"partition": partition}
+                while True:
+                    try:
+                        producer.produce(topic, value, key, on_delivery=reports, headers=headers, **extra)
+                        break
+                    except BufferError:
+                        await self._wait_for_room()
+                produced += 1
+        except BaseException as exc:
+            reports.expected = produced  # those get their reports; the batch completes with them
+            if reports.reported >= produced:
+                reports.resolve()
+            if isinstance(exc, _DRIVER_ERRORS):
+                raise self._error(exc, doing) from exc
+            raise
+        await self._confirmed(reports, doing)
 
     async def dead_letters(self) -> list[DeadLetter]:
-        """What the dead-letter topic holds, oldest first, read from its beginning (nothing is committed)."""
+        """What the dead-letter topic holds and no marker has settled, read from its beginning (nothing is
+        committed), in the order their originals were published (see the module documentation)."""
+        return _unsettled(await self._dead_letter_records())
+
+    async def settle_dead_letters(
+        self,
+        select: Callable[[DeadLetter], bool],
+        *,
+        replay: bool,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Take the selected dead letters out of the dead-letter topic by appending settled markers for them
+        (see the module documentation); with ``replay``, each is first published again, confirmed, on its
+        original channel (its original body, headers and key). A publish that fails raises
+        :class:`BrokerError` and the dead letters of its round stay (some of them may have been published:
+        replaying them again duplicates those)."""
+        chosen = [dead for dead in await self.dead_letters() if select(dead)]
+        topic = await self._dead_letter_topic() if chosen else self._settings.dead_letter_topic
+        done = 0
+        for start in range(0, len(chosen), _SETTLE_BATCH):
+            batch = chosen[start : start + _SETTLE_BATCH]
+            if replay:
+                try:
+                    await self.publish_many([dead.message for dead in batch])
+                except UsageError as exc:  # a dead letter naming a channel that is no topic (written by hand...)
+                    raise BrokerError(f"replaying {len(batch)} dead letter(s) of {topic!r}: {exc}") from exc
+            # one marker per partition of the dead-letter topic, written to that partition (after what it settles)
+            by_partition: dict[int, list[str]] = {}
+            for dead in batch:
+                by_partition.setdefault(int(dead.id.partition(":")[0]), []).append(dead.id)
+            settled_as = "replayed" if replay else "purged"
+            markers: list[_Record] = [
+                (topic, partition, b"", None, [(DLQ_SETTLED, ",".join(ids)), (DLQ_SETTLED_AS, settled_as)])
+                for partition, ids in by_partition.items()
+            ]
+            await self._produce_confirmed(markers, f"marking {len(batch)} dead letter(s) of {topic!r} settled")
+            for _ in batch:
+                done += 1
+                if progress is not None:
+                    progress(done)
+        return done
+
+    async def _dead_letter_records(self) -> list[Any]:
         self._require_producer()
         try:
-            return await asyncio.to_thread(self._read_dead_letters)
+            return await asyncio.to_thread(self._read_dead_letter_records)
         except _DRIVER_ERRORS as exc:
             raise self._error(exc, f"reading the dead-letter topic {self._settings.dead_letter_topic!r}") from exc
 
-    def _read_dead_letters(self) -> list[DeadLetter]:
+    def _read_dead_letter_records(self) -> list[Any]:
+        """Every record of the dead-letter topic, markers included."""
         topic, timeout = self._settings.dead_letter_topic, self._settings.timeout
         config = self._consumer_config(f"tidings-dead-letter-reader-{uuid.uuid4().hex}")
         del config["on_commit"]
@@ -1593,27 +1717,68 @@ class KafkaBroker(Broker):
                         raise KafkaException(err)
         finally:
             consumer.close()
-        records.sort(key=lambda r: (r.timestamp()[1], r.partition() or 0, r.offset() or 0))
-        return [_dead_letter_record(record) for record in records]
+        return records
 
 
-def _dead_letter_record(record: Any) -> DeadLetter:
+def _unsettled(records: list[Any]) -> list[DeadLetter]:
+    """The dead letters among ``records`` (the dead-letter topic's) that no marker among them settles, in the
+    order their originals were published (see the module documentation)."""
+    settled: set[str] = set()
+    letters: list[Any] = []
+    for record in records:
+        marker = next((value for name, value in record.headers() or () if name == DLQ_SETTLED), None)
+        if marker is None:
+            letters.append(record)
+        else:
+            settled.update(marker.decode("ascii", "replace").split(","))
+    found = [
+        _dead_letter_record(record) for record in letters if f"{record.partition()}:{record.offset()}" not in settled
+    ]
+    found.sort(key=lambda pair: pair[0])
+    return [dead for _, dead in found]
+
+
+def _dead_letter_record(record: Any) -> tuple[tuple[int, str, int, int, int, int], DeadLetter]:
+    """The dead letter in ``record``, and where it goes in a list of them: by its original's timestamp (else its
+    own), then the original's topic, partition and offset, then its place in the dead-letter topic."""
     own: dict[str, str] = {}
     headers: dict[str, str] = {}
     for name, value in record.headers() or ():
         text = "" if value is None else value.decode("utf-8", "replace")
         (own if name in _DLQ_HEADERS else headers)[name] = text
+    original, details = split_failure_details(headers)
     key = record.key()
     message = Message(
         own.get(DLQ_CHANNEL, record.topic()),
         record.value() or b"",
-        headers,
+        original,
         None if key is None else key.decode("utf-8", "replace"),
     )
     attempts = own.get(DLQ_ATTEMPTS, "")
-    return DeadLetter(
-        message, own.get(DLQ_GROUP, ""), own.get(DLQ_REASON, ""), int(attempts) if attempts.isdigit() else 0
+    dead = DeadLetter(
+        message,
+        own.get(DLQ_GROUP, ""),
+        own.get(DLQ_REASON, ""),
+        int(attempts) if attempts.isdigit() else 0,
+        details,
+        f"{record.partition()}:{record.offset()}",
     )
+    place = (
+        _number(own.get(DLQ_TIMESTAMP), record.timestamp()[1]),
+        message.channel,
+        _number(own.get(DLQ_PARTITION), -1),
+        _number(own.get(DLQ_OFFSET), -1),
+        record.partition() or 0,
+        record.offset() or 0,
+    )
+    return place, dead
+
+
+def _number(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text else default
+    except ValueError:
+        return default
 
 
 __all__ = [

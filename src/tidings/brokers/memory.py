@@ -8,11 +8,12 @@ delay, or a handler that raised), dead letters are kept with their reason. Nothi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from tidings.brokers.base import (
     DEAD_LETTER,
     DELAYED_REDELIVERY,
+    DL_ORIGIN,
     PATTERNS,
     Broker,
     BrokerError,
@@ -56,9 +57,13 @@ class MemoryDelivery(Delivery):
         else:
             self._broker._later(delay, self._group, item)
 
-    async def dead_letter(self, reason: str) -> None:
+    async def dead_letter(self, reason: str, details: Mapping[str, str] | None = None) -> None:
         if self._settle():
-            self._broker._dead.append(DeadLetter(self.message, self._group.name, reason, self.attempt))
+            broker = self._broker
+            broker._dead_ids += 1
+            details = {**(details or {}), DL_ORIGIN: f"memory:{self._group.name}"}
+            dead = DeadLetter(self.message, self._group.name, reason, self.attempt, details, str(broker._dead_ids))
+            broker._dead.append(dead)
 
 
 class _MemorySubscription(Subscription):
@@ -125,6 +130,7 @@ class MemoryBroker(Broker):
         self._groups: dict[tuple[str, str], _Group] = {}
         self._subscriptions: list[_MemorySubscription] = []
         self._dead: list[DeadLetter] = []
+        self._dead_ids = 0
         self._timers: set[asyncio.TimerHandle] = set()
         self._started = False
         #: every message published, in order, when ``record`` is on (the test harness turns it on); off by
@@ -174,6 +180,27 @@ class MemoryBroker(Broker):
 
     async def dead_letters(self) -> list[DeadLetter]:
         return list(self._dead)
+
+    async def settle_dead_letters(
+        self,
+        select: Callable[[DeadLetter], bool],
+        *,
+        replay: bool,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        done = 0
+        kept: list[DeadLetter] = []
+        for dead in self._dead:
+            if not select(dead):
+                kept.append(dead)
+                continue
+            if replay:
+                await self.publish(dead.message)
+            done += 1
+            if progress is not None:
+                progress(done)
+        self._dead = kept
+        return done
 
     async def join(self, timeout: float = 10.0) -> None:
         """Wait until every published message has been handled and settled (tests: no sleeps needed)."""

@@ -82,11 +82,7 @@ queue (behind what is already there), otherwise to the retry queue of the delay'
 waits ``delay`` (per-message TTL) before RabbitMQ dead-letters it back into the group's queue. Messages in
 one retry queue leave it in order, so a message may wait for one ahead of it with a longer delay of the
 same level: never less than its own delay, less than the next level's (1.5 s: under 2 s; the 1h level
-has no bound). ``dead_letter(reason)``
-publishes a copy to the dead-letter exchange with the reason, group, queue, channel and attempts in its
-headers (``x-tidings-*``), confirmed, then acks the original; :meth:`RabbitBroker.dead_letters` reads the
-dead-letter queue without taking anything from it. A handler that raises is nacked (redelivered); one that
-returns without settling is acked.
+has no bound). A handler that raises is nacked (redelivered); one that returns without settling is acked.
 
 ``attempt`` counts deliveries across all this: a copy made by ``nack`` carries the attempt it was made
 at, and quorum queues count redeliveries themselves (``x-delivery-count``). A message whose consumer dies
@@ -95,6 +91,25 @@ only that it was redelivered). After ``delivery_limit`` such redeliveries Rabbit
 dead-letter queue itself: a message that crashes its consumer every time cannot block a group forever.
 A message that reaches a member after it began to close is handed back (``basic.nack``, requeue), which
 quorum queues count as a delivery too.
+
+*Dead letters*: ``dead_letter(reason, details)`` publishes a copy to the dead-letter exchange, confirmed, then
+acks the original. The copy has the original's body, properties and headers, and beside them, as headers:
+the reason, group, queue, channel and attempts (``x-tidings-reason``, ``-group``, ``-queue``, ``-channel``,
+``-attempts``), the failure's ``details`` (the ``x-tidings-*`` fields of
+:data:`~tidings.brokers.base.FAILURE_FIELDS`, others are ignored; ``x-tidings-group`` and
+``x-tidings-attempts`` hold the broker's values), its origin ``x-tidings-origin`` = ``amqp:<queue>``, and
+``x-tidings-dead-letter-id``, a uuid that names it.
+:meth:`RabbitBroker.dead_letters` reads the dead-letter queue (``basic.get``, unacknowledged, on a channel
+of its own) without taking anything from it: closing the channel hands every message back, in its place.
+A dead letter's ``message.headers`` are the original's, its ``details`` the failure fields, its ``id`` that
+uuid. A message RabbitMQ dead-lettered itself has the channel, attempts, origin and the time it died as its
+details (from its ``x-death`` record), and no such id: it is named by a digest of its content
+(``rabbitmq-...``, the same at every read; identical ones get ``-2``, ``-3``... in queue order).
+:meth:`RabbitBroker.settle_dead_letters` reads the queue the same way: a selected dead letter is replayed
+(published again with :meth:`~RabbitBroker.publish` on its original channel, its original headers, body and
+key, confirmed) and only then acked, or, when purging, acked; the others are handed back in their places.
+A replay that fails leaves its dead letter in the queue. While a read or a settle holds the messages, another
+read sees the queue without them.
 
 *Connections*: one for publishing, opened by ``start``, and one for consuming, opened by the first
 ``subscribe`` (RabbitMQ blocks a publishing connection under memory pressure; acknowledgements must not
@@ -137,7 +152,8 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -152,7 +168,12 @@ from pamqp.commands import Basic
 from tidings.brokers.base import (
     DEAD_LETTER,
     DELAYED_REDELIVERY,
+    DL_ATTEMPTS,
+    DL_CHANNEL,
+    DL_LAST_FAILURE,
+    DL_ORIGIN,
     DURABLE,
+    FAILURE_FIELDS,
     PATTERNS,
     Broker,
     BrokerError,
@@ -162,6 +183,7 @@ from tidings.brokers.base import (
     Message,
     Subscription,
     channel_matcher,
+    split_failure_details,
 )
 from tidings.errors import UsageError
 from tidings.redact import redact_url
@@ -185,6 +207,9 @@ _REASON = "x-tidings-reason"  # dead letters: why, by whom, after how many attem
 _GROUP = "x-tidings-group"
 _QUEUE = "x-tidings-queue"
 _ATTEMPTS = "x-tidings-attempts"
+_DEAD_LETTER_ID = "x-tidings-dead-letter-id"  # dead letters: what names it for settle_dead_letters (a uuid)
+# _GROUP and _ATTEMPTS are failure fields too (DL_GROUP, DL_ATTEMPTS): the broker's own values are stored there
+_FAILURE = frozenset(FAILURE_FIELDS)
 # RabbitMQ's own (dead-lettering history, quorum delivery count): not the message's, not copied either
 _RABBITMQ_HEADERS = frozenset(
     {
@@ -198,7 +223,9 @@ _RABBITMQ_HEADERS = frozenset(
         "x-last-death-reason",
     }
 )
-_INTERNAL = frozenset({_KEY, _ATTEMPT, _CHANNEL, _REASON, _GROUP, _QUEUE, _ATTEMPTS}) | _RABBITMQ_HEADERS
+_INTERNAL = (
+    frozenset({_KEY, _ATTEMPT, _CHANNEL, _REASON, _GROUP, _QUEUE, _ATTEMPTS, _DEAD_LETTER_ID}) | _RABBITMQ_HEADERS
+)
 
 #: delay levels, in seconds, with their queue name suffix: a delay goes to the highest level not above it
 _RETRY_LEVELS: tuple[tuple[float, str], ...] = (
@@ -444,6 +471,15 @@ def _count(value: Any) -> int:
         return 0
 
 
+def _content_id(incoming: AbstractIncomingMessage) -> str:
+    """An id for a dead letter that carries none (RabbitMQ dead-lettered it): a digest of what it holds, the
+    same at every read (its headers include RabbitMQ's x-death record, with the time it died)."""
+    digest = hashlib.sha256(incoming.body)
+    digest.update(repr([(name, _text(value)) for name, value in incoming.headers.items()]).encode())
+    digest.update(repr((incoming.routing_key, incoming.message_id, incoming.timestamp)).encode())
+    return f"rabbitmq-{digest.hexdigest()[:20]}"
+
+
 _last_rfc3339: tuple[datetime | None, str] = (None, "")  # the last AMQP timestamp formatted, and its text
 
 
@@ -516,9 +552,9 @@ class RabbitDelivery(Delivery):
         if self._settle():
             await self._subscription._redeliver(self, delay)
 
-    async def dead_letter(self, reason: str) -> None:
+    async def dead_letter(self, reason: str, details: Mapping[str, str] | None = None) -> None:
         if self._settle():
-            await self._subscription._dead_letter(self, reason)
+            await self._subscription._dead_letter(self, reason, details)
 
 
 class _RabbitSubscription(Subscription):
@@ -625,7 +661,7 @@ class _RabbitSubscription(Subscription):
             raise
         await self._ack(incoming)
 
-    async def _dead_letter(self, delivery: RabbitDelivery, reason: str) -> None:
+    async def _dead_letter(self, delivery: RabbitDelivery, reason: str, details: Mapping[str, str] | None) -> None:
         broker = self._broker
         incoming = delivery._incoming
         if self._lost(incoming):
@@ -635,8 +671,20 @@ class _RabbitSubscription(Subscription):
                 self.group,
             )
             return
-        headers = _copied_headers(incoming, delivery.message.channel)
-        headers.update({_REASON: reason, _GROUP: self.group, _QUEUE: self.queue_name, _ATTEMPTS: delivery.attempt})
+        # the original's headers (without failure fields it may carry from elsewhere), then the failure's
+        headers = {k: v for k, v in _copied_headers(incoming, delivery.message.channel).items() if k not in _FAILURE}
+        if details:
+            headers.update({name: str(value) for name, value in details.items() if name in _FAILURE})
+        headers.update(
+            {
+                _REASON: reason,
+                _GROUP: self.group,
+                _QUEUE: self.queue_name,
+                _ATTEMPTS: delivery.attempt,
+                DL_ORIGIN: f"amqp:{self.queue_name}",
+                _DEAD_LETTER_ID: uuid.uuid4().hex,
+            }
+        )
         try:
             await broker._publish_copy(incoming, broker._dead_letter_exchange, delivery.message.channel, headers, None)
         except BrokerError:
@@ -1101,29 +1149,99 @@ class RabbitBroker(Broker):
         A message RabbitMQ dead-lettered itself (its delivery limit reached) has the queue's name as its
         group (RabbitMQ records the queue, not the group) and a reason that says so.
         """
+        found: list[DeadLetter] = []
+        await self._read_dead_letters("reading the dead letters", lambda incoming, dead: found.append(dead))
+        return found
+
+    async def settle_dead_letters(
+        self,
+        select: Callable[[DeadLetter], bool],
+        *,
+        replay: bool,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Take the selected dead letters out of the dead-letter queue; with ``replay``, each is first published
+        again (confirmed, as :meth:`publish` does) on its original channel, and only then acknowledged.
+
+        The queue is read as :meth:`dead_letters` reads it: what is not selected is handed back, in its place,
+        when the reading channel closes. A publish that fails raises :class:`BrokerError` and leaves its dead
+        letter (and those not reached yet) in the queue; those settled before it stay settled.
+        """
+        done = 0
+
+        async def settle(incoming: AbstractIncomingMessage, dead: DeadLetter) -> None:
+            nonlocal done
+            if not select(dead):
+                return  # left unacked: back in its place when the channel closes
+            if replay:
+                await self.publish(dead.message)
+            try:
+                await incoming.channel.basic_ack(incoming.delivery_tag or 0)
+            except _DRIVER_ERRORS as exc:
+                # (replayed, it is now both published and still a dead letter: a second replay duplicates it)
+                raise self._error(exc, f"removing dead letter {dead.id} from {self._dead_letter_exchange!r}") from exc
+            done += 1
+            if progress is not None:
+                progress(done)
+
+        doing = "replaying the dead letters" if replay else "purging the dead letters"
+        await self._read_dead_letters(doing, settle)
+        return done
+
+    async def _read_dead_letters(
+        self, doing: str, each: Callable[[AbstractIncomingMessage, DeadLetter], Awaitable[None] | None]
+    ) -> None:
+        """Get every message of the dead-letter queue (unacked) on a channel of its own, oldest first, and call
+        ``each`` with it; closing the channel then hands back, in their places, those ``each`` did not ack."""
         connection = self._publisher
         if connection is None:
             raise BrokerError("the RabbitMQ broker is not started: use `async with broker:` or await broker.start()")
-        channel = await self._open_channel(connection, "reading the dead letters", confirms=False)
-        found: list[DeadLetter] = []
+        channel = await self._open_channel(connection, doing, confirms=False)
+        seen: dict[str, int] = {}
         try:
-            queue = await channel.declare_queue(self._dead_letter_exchange, passive=True, robust=False)
-            while (incoming := await queue.get(no_ack=False, fail=False)) is not None:
-                found.append(self._dead_letter_record(incoming))
-        except _DRIVER_ERRORS as exc:
-            raise self._error(exc, f"reading the dead-letter queue {self._dead_letter_exchange!r}") from exc
+            try:
+                queue = await channel.declare_queue(self._dead_letter_exchange, passive=True, robust=False)
+            except _DRIVER_ERRORS as exc:
+                raise self._error(
+                    exc, f"{doing}: opening the dead-letter queue {self._dead_letter_exchange!r}"
+                ) from exc
+            while True:
+                try:
+                    incoming = await queue.get(no_ack=False, fail=False)
+                except _DRIVER_ERRORS as exc:
+                    raise self._error(
+                        exc, f"{doing}: reading the dead-letter queue {self._dead_letter_exchange!r}"
+                    ) from exc
+                if incoming is None:
+                    break
+                result = each(incoming, self._dead_letter_record(incoming, seen))
+                if result is not None:
+                    await result
         finally:
             with contextlib.suppress(*_DRIVER_ERRORS):
                 await channel.close()  # what was read but not acked goes back, in its place
-        return found
 
-    def _dead_letter_record(self, incoming: AbstractIncomingMessage) -> DeadLetter:
+    def _dead_letter_record(self, incoming: AbstractIncomingMessage, seen: dict[str, int]) -> DeadLetter:
+        """The dead letter in ``incoming``; ``seen`` counts the fallback ids handed out so far in this read."""
         table = incoming.headers
-        message, _ = self._received(incoming)
+        received, _ = self._received(incoming)
+        original, details = split_failure_details(received.headers)
+        message = received._replace(headers=original)
+        for name in (_GROUP, _ATTEMPTS):  # tidings' own headers, which are failure fields as well
+            if name in table:
+                details[name] = _text(table[name])
+        if _DEAD_LETTER_ID in table:
+            dead_id = _text(table[_DEAD_LETTER_ID])
+        else:  # dead-lettered by RabbitMQ itself: named by its content (and its rank among identical ones)
+            dead_id = _content_id(incoming)
+            seen[dead_id] = rank = seen.get(dead_id, 0) + 1
+            dead_id = dead_id if rank == 1 else f"{dead_id}-{rank}"
         if _REASON in table:
             reason, group = _text(table[_REASON]), _text(table.get(_GROUP, ""))
             attempts = _count(table.get(_ATTEMPTS, 0))
-            return DeadLetter(message, group, reason, attempts)
+            if _QUEUE in table:  # (a dead letter tidings wrote; one from another tool may not say)
+                details.setdefault(DL_ORIGIN, f"amqp:{_text(table[_QUEUE])}")
+            return DeadLetter(message, group, reason, attempts, details, dead_id)
         # dead-lettered by RabbitMQ itself (delivery limit reached): from its x-death record
         deaths = table.get("x-death")
         death: Mapping[str, Any] = (
@@ -1145,7 +1263,11 @@ class RabbitBroker(Broker):
         else:
             reason = f"RabbitMQ dead-lettered it from queue {queue!r}: {cause}"
             attempts = previous + 1
-        return DeadLetter(message, queue, reason, attempts)
+        details.update({DL_CHANNEL: message.channel, DL_ATTEMPTS: str(attempts), DL_ORIGIN: f"amqp:{queue}"})
+        died_at = death.get("time")
+        if isinstance(died_at, datetime):
+            details[DL_LAST_FAILURE] = _rfc3339(died_at)
+        return DeadLetter(message, queue, reason, attempts, details, dead_id)
 
     # -- the edge with aio-pika --
 

@@ -92,6 +92,7 @@ import orjson
 from tidings.brokers.base import (
     DEAD_LETTER,
     DELAYED_REDELIVERY,
+    DL_ORIGIN,
     DURABLE,
     ORDERING,
     PATTERNS,
@@ -103,6 +104,7 @@ from tidings.brokers.base import (
     Message,
     Subscription,
     channel_matcher,
+    split_failure_details,
 )
 from tidings.errors import UsageError
 from tidings.redact import redact_url
@@ -451,13 +453,26 @@ class SqliteDelivery(Delivery):
                 partial(sub._broker._nack, sub._group_id, self._position, self.attempt, max(0.0, delay)), wake=True
             )
 
-    async def dead_letter(self, reason: str) -> None:
+    async def dead_letter(self, reason: str, details: Mapping[str, str] | None = None) -> None:
         if self._settle():
             sub = self._subscription
             await sub._broker._writer_call(
-                partial(sub._broker._dead_letter, sub._state, self._position, self.attempt, self.message, reason),
+                partial(
+                    sub._broker._dead_letter, sub._state, self._position, self.attempt, self.message, reason, details
+                ),
                 wake=True,
             )
+
+
+def _read_dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:
+    rows = conn.execute(
+        "SELECT id, channel, body, headers, key, grp, reason, attempts FROM tidings_dead_letters ORDER BY id"
+    ).fetchall()
+    found = []
+    for row_id, channel, body, headers, key, grp, reason, attempts in rows:
+        original, details = split_failure_details(orjson.loads(headers) if headers else {})
+        found.append(DeadLetter(Message(channel, body, original, key), grp, reason, attempts, details, str(row_id)))
+    return found
 
 
 def _ack(acks: list[tuple[int, int, int]], conn: sqlite3.Connection) -> None:
@@ -783,15 +798,28 @@ class SqliteBroker(Broker):
         return subscription
 
     async def dead_letters(self) -> list[DeadLetter]:
-        rows = await self._writer_call(
-            lambda conn: conn.execute(
-                "SELECT channel, body, headers, key, grp, reason, attempts FROM tidings_dead_letters ORDER BY id"
-            ).fetchall()
-        )
-        return [
-            DeadLetter(Message(channel, body, orjson.loads(headers) if headers else {}, key), grp, reason, attempts)
-            for channel, body, headers, key, grp, reason, attempts in rows
-        ]
+        dead: list[DeadLetter] = await self._writer_call(_read_dead_letters)
+        return dead
+
+    async def settle_dead_letters(
+        self,
+        select: Callable[[DeadLetter], bool],
+        *,
+        replay: bool,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        # one transaction: a replayed message is in the log exactly when it is gone from the dead letters
+        def settle(conn: sqlite3.Connection) -> list[DeadLetter]:
+            chosen = [dead for dead in _read_dead_letters(conn) if select(dead)]
+            if replay and chosen:
+                self._append([self._row(dead.message) for dead in chosen], conn)
+            conn.executemany("DELETE FROM tidings_dead_letters WHERE id = ?", [(int(dead.id),) for dead in chosen])
+            return chosen
+
+        chosen: list[DeadLetter] = await self._writer_call(settle, wake=replay)
+        if progress is not None and chosen:
+            progress(len(chosen))
+        return len(chosen)
 
     async def prune(self) -> int:
         """Apply the retention now; returns how many messages were deleted (see the module documentation)."""
@@ -947,7 +975,14 @@ class SqliteBroker(Broker):
         )
 
     def _dead_letter(
-        self, state: _Group, position: int, attempt: int, message: Message, reason: str, conn: sqlite3.Connection
+        self,
+        state: _Group,
+        position: int,
+        attempt: int,
+        message: Message,
+        reason: str,
+        details: Mapping[str, str] | None,
+        conn: sqlite3.Connection,
     ) -> None:
         held = conn.execute(
             "DELETE FROM tidings_leases WHERE group_id = ? AND position = ? AND attempt = ?",
@@ -955,7 +990,9 @@ class SqliteBroker(Broker):
         ).rowcount
         if not held:  # the lease expired and went to another member, which now decides
             return
-        headers = orjson.dumps(dict(message.headers)).decode() if message.headers else None
+        # the failure's fields ride with the original headers (split again on reading): no schema change
+        stored = {**message.headers, **(details or {}), DL_ORIGIN: f"sqlite:{state.group}@{position}"}
+        headers = orjson.dumps(stored).decode()
         conn.execute(
             "INSERT INTO tidings_dead_letters (grp, pattern, position, channel, key, headers, body, reason, attempts, "
             "dead_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -50,11 +50,19 @@ import pytest
 from tidings.brokers.base import (
     DEAD_LETTER,
     DELAYED_REDELIVERY,
+    DL_ATTEMPTS,
+    DL_CHANNEL,
+    DL_ERROR,
+    DL_ERROR_TYPE,
+    DL_ORIGIN,
     DURABLE,
+    FAILURE_FIELDS,
     ORDERING,
     PATTERNS,
     Broker,
     BrokerError,
+    DeadLetter,
+    DeadLetterSelection,
     Delivery,
     Message,
 )
@@ -374,6 +382,81 @@ class BrokerContract:
         assert dead.message.body == b"\x00not json"
         assert dead.message.headers["id"] == "m1"
         assert dead.message.key == "user-1"
+
+    @scenario
+    async def test_dead_letter_keeps_the_failure_details_and_its_origin(self, broker: Broker) -> None:
+        self.require(broker, DEAD_LETTER)
+        details = {
+            DL_CHANNEL: "the.channel",
+            DL_ERROR_TYPE: "ValueError",
+            DL_ERROR: "bad email",
+            DL_ATTEMPTS: "1",
+        }
+
+        async def give_up(delivery: Delivery) -> None:
+            if delivery.message.headers["id"].startswith("barrier-"):
+                await delivery.ack()
+            else:
+                await delivery.dead_letter("ValueError: bad email", details)
+
+        channel = self.unique("user.created")
+        received = self.recorder(give_up)
+        await broker.subscribe(channel, self.unique("email"), received)
+        await broker.publish(message(channel, "m1"))
+        await received.wait_ids({"m1"})
+        await self.barrier(broker, channel, received)
+        [dead] = [d for d in await broker.dead_letters() if d.message.channel == channel]
+        assert {k: dead.details.get(k) for k in details} == details
+        assert dead.details.get(DL_ORIGIN)  # where it came from: queue, partition and offset, log position
+        assert dead.error_type == "ValueError"
+        assert dead.id
+        assert not set(dead.message.headers) & set(FAILURE_FIELDS)  # the original's headers, as published
+        assert dead.message.headers["id"] == "m1"
+
+    @scenario
+    async def test_dead_letters_are_replayed_and_purged_by_selection(self, broker: Broker) -> None:
+        self.require(broker, DEAD_LETTER)
+
+        seen: set[str] = set()
+
+        async def give_up_once(delivery: Delivery) -> None:
+            if delivery.message.headers["id"] in seen or "kind" not in delivery.message.headers:
+                # the replayed copy (handled this time), or the barrier
+                await delivery.ack()
+                return
+            seen.add(delivery.message.headers["id"])
+            kind = delivery.message.headers["kind"]
+            await delivery.dead_letter(f"{kind}: no", {DL_ERROR_TYPE: kind})
+
+        channel = self.unique("user.created")
+        received = self.recorder(give_up_once)
+        await broker.subscribe(channel, self.unique("email"), received)
+        for i, kind in enumerate(["KeyError", "ValueError", "ValueError", "TimeoutError"]):
+            await broker.publish(Message(channel, b"{}", {"id": f"m{i}", "kind": kind}))
+        await received.wait_ids({"m0", "m1", "m2", "m3"})
+        await self.barrier(broker, channel, received)
+
+        async def mine() -> list[DeadLetter]:
+            return [d for d in await broker.dead_letters() if d.message.channel == channel]
+
+        assert [d.message.headers["id"] for d in await mine()] == ["m0", "m1", "m2", "m3"]
+        on_channel = DeadLetterSelection(error_type="ValueError")
+        purged = await broker.settle_dead_letters(
+            lambda d: d.message.channel == channel and on_channel.matches(d), replay=False
+        )
+        assert purged == 2
+        assert [d.message.headers["id"] for d in await mine()] == ["m0", "m3"]
+        [m3] = [d for d in await mine() if d.message.headers["id"] == "m3"]
+        counted: list[int] = []
+        replayed = await broker.settle_dead_letters(
+            DeadLetterSelection(ids=frozenset({m3.id})).matches, replay=True, progress=counted.append
+        )
+        assert replayed == 1
+        assert counted[-1] == 1
+        await received.wait_for(lambda: received.ids().count("m3") == 2, "the replayed message")
+        assert [d.message.headers["id"] for d in await mine()] == ["m0"]
+        assert await broker.settle_dead_letters(lambda d: d.message.channel == channel, replay=False) == 1
+        assert await mine() == []
 
     @scenario
     async def test_patterns(self, broker: Broker) -> None:
