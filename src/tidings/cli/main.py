@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", metavar="DIR", help="keep the event log and the generated document in DIR")
     p.set_defaults(run=_demo)
 
+    from tidings.cli import dlq  # its imports are inside its functions: no cost to other commands
+
+    dlq.add_parser(commands)
+
     p = commands.add_parser("version", help="print the tidings version")
     p.set_defaults(run=lambda _args: print(f"tidings {__version__}") or 0)
     return parser
