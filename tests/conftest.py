@@ -173,6 +173,28 @@ def rabbitmq_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def rabbitmq_vhost(rabbitmq_url: str) -> Iterator[str]:
+    """The RabbitMQ URL on a virtual host of its own for this session (deleted at the end with all it holds),
+    so reliability tests leave no queues behind on the shared broker; the plain URL without ``rabbitmqctl``."""
+    import shutil
+    import uuid
+
+    def ctl(*args: str) -> bool:
+        if shutil.which("rabbitmqctl") is None:
+            return False
+        return subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60, check=False).returncode == 0
+
+    vhost = f"tidings-session-{uuid.uuid4().hex[:8]}"
+    if not (ctl("add_vhost", vhost) and ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
+        yield rabbitmq_url
+        return
+    try:
+        yield f"{rabbitmq_url.rstrip('/')}/{vhost}"
+    finally:
+        ctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """``host:port`` of a Tansu (Kafka-protocol) broker started for this test session."""
     from tidings.testing.services import tansu
