@@ -22,13 +22,14 @@ import orjson
 import pytest
 
 from tidings.app import App, ContractError, EventContext
-from tidings.brokers.base import Broker, BrokerError, Delivery, Handler, Message, Subscription, broker_from_url
+from tidings.brokers.base import Broker, BrokerError, Delivery, Message, broker_from_url
 from tidings.brokers.memory import MemoryBroker
 from tidings.errors import UsageError
 from tidings.events.envelope import Envelope
 from tidings.events.event import Event
 from tidings.reliability.outbox import DEFAULT_TABLE, Outbox, OutboxError, OutboxRelay
 from tidings.testing.services import require
+from tidings.testing.wrap import BrokerWrapper
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "user-service.asyncapi.yaml"
@@ -333,27 +334,18 @@ async def test_a_thousand_events_over_ten_keys_are_consumed_in_order_per_key(tmp
 # -- 5: a broker outage ----------------------------------------------------------------------------------------------
 
 
-class FlakyBroker(Broker):
+class FlakyBroker(BrokerWrapper):
     """A real broker behind a wrapper whose publish_many fails as ``plan`` says, one entry per call: ``"down"``
     (raises before anything is sent), ``"half"`` (sends the first half, then raises), ``"ok"``; then works."""
 
     def __init__(self, inner: Broker, plan: list[str]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.plan = plan
         self.calls = 0
 
     @property
     def url(self) -> str:
         return "amqp://relay:s3cret@rabbit.internal:5672/"  # a password that must not reach the log
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def publish(self, message: Message) -> None:
-        await self.inner.publish(message)
 
     async def publish_many(self, messages: Iterable[Message]) -> None:
         messages = list(messages)
@@ -364,9 +356,6 @@ class FlakyBroker(Broker):
         if step != "ok":
             raise BrokerError(f"connection to amqp://relay:s3cret@rabbit.internal:5672/ lost ({step})\nsecond line")
         await self.inner.publish_many(messages)
-
-    async def subscribe(self, channel: str, group: str, handler: Handler, *, prefetch: int = 16) -> Subscription:
-        return await self.inner.subscribe(channel, group, handler, prefetch=prefetch)
 
 
 async def test_a_broker_outage_is_retried_with_backoff_and_nothing_is_lost(

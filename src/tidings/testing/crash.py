@@ -24,14 +24,10 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
-from tidings.brokers.base import Broker, Delivery, Handler, Message, Subscription
-
-if TYPE_CHECKING:
-    from tidings.asyncapi.document import Document
-    from tidings.brokers.base import DeadLetter
+from tidings.brokers.base import Delivery, Handler, Subscription
+from tidings.testing.wrap import BrokerWrapper
 
 CRASH_POINTS = ("before-handler", "after-effect", "after-mark", "after-ack")
 ENV = "TIDINGS_CRASH_AT"
@@ -78,29 +74,8 @@ class _CrashingDelivery(Delivery):
         await self._inner.dead_letter(reason, details)
 
 
-class CrashingBroker(Broker):
+class CrashingBroker(BrokerWrapper):
     """``inner``, with :func:`crash_point` called before each handler and around each ack."""
-
-    def __init__(self, inner: Broker) -> None:
-        self.inner = inner
-        self.schemes = inner.schemes
-        self.capabilities = inner.capabilities
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def publish(self, message: Message) -> None:
-        await self.inner.publish(message)
-
-    async def publish_many(self, messages: Iterable[Message]) -> None:
-        await self.inner.publish_many(messages)
 
     async def subscribe(self, channel: str, group: str, handler: Handler, *, prefetch: int = 16) -> Subscription:
         async def crashing(delivery: Delivery) -> None:
@@ -108,12 +83,6 @@ class CrashingBroker(Broker):
             await handler(_CrashingDelivery(delivery))
 
         return await self.inner.subscribe(channel, group, crashing, prefetch=prefetch)
-
-    async def dead_letters(self) -> list[DeadLetter]:
-        return await self.inner.dead_letters()
-
-    async def declare(self, document: Document) -> None:
-        await self.inner.declare(document)
 
 
 __all__ = ["CRASH_POINTS", "ENV", "CrashingBroker", "crash_point"]
