@@ -701,3 +701,25 @@ async def test_closing_the_broker_while_reconnecting_does_not_hang(amqp_url: str
     await asyncio.wait_for(broker.close(), TIMEOUT)
     with contextlib.suppress(BrokerError):
         await broker.close()
+
+
+async def test_a_publish_rabbitmq_never_confirms_fails_after_confirm_timeout(amqp_url: str) -> None:
+    # a network that swallows everything (the fault proxy's blackhole): the publish goes out, no confirm comes
+    # back, and the caller hears so after confirm_timeout instead of waiting forever (an outbox relay would hang)
+    from urllib.parse import urlsplit
+
+    from tidings.testing.faults import FaultProxy
+
+    target = urlsplit(amqp_url)
+    async with FaultProxy(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
+        url = amqp_url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}", 1)
+        async with RabbitBroker(url, exchange=unique("t"), confirm_timeout=0.5, reconnect_delay=0.05) as broker:
+            await broker.publish(message("orders", "m0"))  # confirmed: the way is open
+            proxy.blackhole()
+            started = time.monotonic()
+            with pytest.raises(BrokerError, match="did not confirm them within 0.5 s") as caught:
+                await broker.publish_many([message("orders", f"m{i}") for i in range(1, 4)])
+            assert time.monotonic() - started < 5
+            assert "guest:guest" not in str(caught.value)
+            proxy.heal()
+            proxy.cut()

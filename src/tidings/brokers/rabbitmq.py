@@ -14,6 +14,8 @@ name wins over the URL)::
     prefetch=                 every subscription's prefetch (default: the one subscribe() asks for)
     confirm_batch=1000        publish_many waits for the confirms of this many messages at a time
     connect_timeout=10        seconds to connect, and that a publish waits for a lost connection to come back
+    confirm_timeout=30        seconds a publish waits for RabbitMQ's confirms before it fails (BrokerError):
+                              a queue without a leader, or a node that stopped answering, never confirms
     reconnect_delay=1         seconds before the second attempt to reconnect; doubles up to...
     reconnect_max_delay=30    ...this many seconds between attempts
 
@@ -282,6 +284,7 @@ class _Settings(NamedTuple):
     prefetch: int | None
     confirm_batch: int
     connect_timeout: float
+    confirm_timeout: float
     reconnect_delay: float
     reconnect_max_delay: float
     connection_name: str | None
@@ -296,6 +299,7 @@ _OPTIONS = (
     "prefetch",
     "confirm_batch",
     "connect_timeout",
+    "confirm_timeout",
     "reconnect_delay",
     "reconnect_max_delay",
 )
@@ -404,6 +408,7 @@ def _parse_url(url: str, overrides: Mapping[str, object]) -> _Settings:
         prefetch=prefetch,
         confirm_batch=number("confirm_batch", 1000, minimum=1, integer=True),
         connect_timeout=number("connect_timeout", 10.0, minimum=0.001),
+        confirm_timeout=number("confirm_timeout", 30.0, minimum=0.001),
         reconnect_delay=reconnect_delay,
         reconnect_max_delay=max(reconnect_delay, number("reconnect_max_delay", 30.0, minimum=0.0)),
         connection_name=dict(passthrough).get("name"),
@@ -736,6 +741,7 @@ class RabbitBroker(Broker):
         prefetch: int | None = None,
         confirm_batch: int | None = None,
         connect_timeout: float | None = None,
+        confirm_timeout: float | None = None,
         reconnect_delay: float | None = None,
         reconnect_max_delay: float | None = None,
     ) -> None:
@@ -751,6 +757,7 @@ class RabbitBroker(Broker):
                 "prefetch": prefetch,
                 "confirm_batch": confirm_batch,
                 "connect_timeout": connect_timeout,
+                "confirm_timeout": confirm_timeout,
                 "reconnect_delay": reconnect_delay,
                 "reconnect_max_delay": reconnect_max_delay,
             },
@@ -889,7 +896,7 @@ class RabbitBroker(Broker):
             channel = await self._publish_amqp_channel()
         exchange, mandatory = self._settings.exchange, self._mandatory
         properties = [self._properties(m) for m in batch]
-        results = await asyncio.gather(
+        confirms = asyncio.gather(
             *(
                 channel.basic_publish(
                     m.body, exchange=exchange, routing_key=m.channel, properties=p, mandatory=mandatory, wait=False
@@ -898,6 +905,16 @@ class RabbitBroker(Broker):
             ),
             return_exceptions=True,
         )
+        timeout = self._settings.confirm_timeout
+        try:
+            results = await asyncio.wait_for(confirms, timeout)
+        except TimeoutError:
+            # unconfirmed is not lost, nor stored: the caller publishes again (consumers absorb duplicates)
+            raise BrokerError(
+                f"publishing {len(batch)} message(s) on {batch[0].channel!r}: RabbitMQ did not confirm them within "
+                f"{timeout:g} s (a quorum queue without a leader? an overloaded node?); they may or may not be "
+                f"stored: publish them again ({redact_url(self._url)})"
+            ) from None
         failed: list[tuple[Message, BaseException]] = []
         unrouted: list[tuple[Message, Basic.Properties]] = []
         keep = self._settings.unroutable == "keep"
@@ -1047,12 +1064,19 @@ class RabbitBroker(Broker):
         try:
             try:
                 await amqp_channel.set_qos(prefetch_count=max(1, settings.prefetch or prefetch))
-                queue = await amqp_channel.declare_queue(
-                    queue_name, durable=settings.durable, arguments=self._queue_arguments()
+                # bounded: a quorum queue that has lost its leader never answers a declare
+                queue = await asyncio.wait_for(
+                    amqp_channel.declare_queue(queue_name, durable=settings.durable, arguments=self._queue_arguments()),
+                    settings.confirm_timeout,
                 )
-                await queue.bind(settings.exchange, binding)
+                await asyncio.wait_for(queue.bind(settings.exchange, binding), settings.confirm_timeout)
             except _DRIVER_ERRORS as exc:
                 raise self._error(exc, f"declaring the queue {queue_name!r} of group {group!r}") from exc
+            except TimeoutError:
+                raise BrokerError(
+                    f"declaring the queue {queue_name!r} of group {group!r}: no answer from RabbitMQ within "
+                    f"{settings.confirm_timeout:g} s (a quorum queue without a leader?) ({redact_url(self._url)})"
+                ) from None
             subscription = _RabbitSubscription(self, channel, group, queue_name, handler, amqp_channel, queue, filtered)
             try:
                 subscription._consumer_tag = await queue.consume(subscription._on_message)
