@@ -24,6 +24,12 @@ class TidingsError(Exception):
     """Root of every error raised by tidings."""
 
 
+def describe_error(error: BaseException) -> str:
+    """``TypeName: message`` on one line, for logs, reasons and headers (a multi-line message is folded)."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 class UsageError(TidingsError):
     """The caller asked for something that cannot be done as asked (exit code 2)."""
 
@@ -84,4 +90,5 @@ __all__ = [
     "SourceError",
     "TidingsError",
     "UsageError",
+    "describe_error",
 ]

@@ -497,7 +497,7 @@ class App:
         if self._running:
             return
         await self.broker.start()
-        for store in {id(s.idempotency): s.idempotency for s in self.subscribers if s.idempotency}.values():
+        for store in self._stores():
             await store.start()  # an unreachable store fails the start, not every delivery
         if self.contract is not None:
             await self.broker.declare(self.contract.document)
@@ -509,6 +509,9 @@ class App:
             )
             self._subscriptions.append(subscription)
         self._running = True
+
+    def _stores(self) -> list[IdempotencyStore]:
+        return list({id(s.idempotency): s.idempotency for s in self.subscribers if s.idempotency}.values())
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop intake, let in-flight handlers finish (up to ``timeout`` s), then disconnect.
@@ -531,6 +534,8 @@ class App:
         for hook in self.on_shutdown:
             await hook()
         await self.broker.close()
+        for store in self._stores():
+            await store.close()  # started by start(); a store used again starts again
 
     async def __aenter__(self) -> App:
         await self.start()

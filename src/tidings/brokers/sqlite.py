@@ -77,6 +77,7 @@ import contextlib
 import logging
 import math
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -106,7 +107,7 @@ from tidings.brokers.base import (
     channel_matcher,
     split_failure_details,
 )
-from tidings.errors import UsageError
+from tidings.errors import UsageError, describe_error
 from tidings.redact import redact_url
 
 logger = logging.getLogger("tidings.brokers.sqlite")
@@ -260,6 +261,14 @@ def _parse_url(url: str, overrides: Mapping[str, object]) -> _Settings:
     )
 
 
+_DATABASE_WIDE = re.compile(r"locked|busy|full|disk I/O|malformed|readonly|unable to open", re.IGNORECASE)
+
+
+def _is_database_wide(exc: BaseException) -> bool:
+    """An error of the database itself, not of the statement that met it."""
+    return isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and bool(_DATABASE_WIDE.search(str(exc)))
+
+
 class _Writer:
     """One thread and one connection that run every statement of a broker, queued work batched per transaction.
 
@@ -372,8 +381,11 @@ class _Writer:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             self._on_rollback()
-            if len(ops) == 1:
-                return [(None, exc)]
+            if len(ops) == 1 or _is_database_wide(exc):
+                # a lock held elsewhere, a full disk, an I/O error: no one operation is to blame, and running
+                # each alone would wait out the busy timeout once per operation (minutes, with the writer
+                # blocked for claims and acks meanwhile)
+                return [(None, exc)] * len(ops)
             return [self._execute(conn, [op])[0] for op in ops]
         return [(result, None) for result in results]
 
@@ -546,10 +558,8 @@ class _SqliteSubscription(Subscription):
                 rows: list[_Row] = await self._broker._writer_call(
                     partial(self._broker._claim, self._state, self._prefetch - self._taken)
                 )
-            except BrokerError:
-                logger.warning(
-                    "sqlite broker: could not take messages for group %r; retrying", self.group, exc_info=True
-                )
+            except BrokerError as exc:
+                logger.warning("sqlite broker: could not take messages for group %r (%s); retrying", self.group, exc)
                 rows = []
                 idle = _POLL_MAX
             if rows:
@@ -619,25 +629,25 @@ class _SqliteSubscription(Subscription):
     async def _handle(self, delivery: SqliteDelivery) -> None:
         try:
             await self._handler(delivery)
-        except Exception:
+        except Exception as exc:
             # a handler that raises has not processed the message: at-least-once means try again
             logger.warning(
-                "handler for %r (group %r) raised; the message will be redelivered",
+                "handler for %r (group %r) raised %s; the message will be redelivered",
                 delivery.message.channel,
                 self.group,
-                exc_info=True,
+                describe_error(exc),
             )
             settle: Callable[[], Awaitable[None]] = delivery.nack
         else:
             settle = delivery.ack  # the handler did not settle: treated as done, like an auto-ack consumer
         try:
             await settle()
-        except BrokerError:
+        except BrokerError as exc:
             logger.warning(
-                "could not settle a delivery of %r (group %r); its lease will expire and it will be redelivered",
+                "could not settle a delivery of %r (group %r): %s; its lease will expire and it will be redelivered",
                 delivery.message.channel,
                 self.group,
-                exc_info=True,
+                exc,
             )
 
     def _ack(self, position: int, attempt: int) -> None:
@@ -866,8 +876,8 @@ class SqliteBroker(Broker):
             await asyncio.sleep(self._settings.prune_interval)
             try:
                 await self.prune()
-            except BrokerError:
-                logger.warning("sqlite broker: pruning failed; will try again", exc_info=True)
+            except BrokerError as exc:
+                logger.warning("sqlite broker: pruning failed (%s); will try again", exc)
 
     # -- in the writer thread --
 

@@ -312,6 +312,8 @@ _SQLITE_MARK = _SQLITE_INSERT + (
 )
 _SQLITE_MARK_FOREVER = _SQLITE_INSERT + "ON CONFLICT (grp, event_id) DO NOTHING"
 _SQLITE_LOOKUP = "SELECT processed_at FROM tidings_processed WHERE grp = ? AND event_id = ?"
+#: errors of the database itself rather than of a statement (the same list as the sqlite broker's)
+_DATABASE_WIDE = re.compile(r"locked|busy|full|disk I/O|malformed|readonly|unable to open", re.IGNORECASE)
 #: marks between two checkpoints of the write-ahead log (each mark is about 100 bytes of it)
 _CHECKPOINT_EVERY = 10_000
 # the batched forms: the keys as one JSON array of [group, event_id] pairs
@@ -625,9 +627,13 @@ class SqliteIdempotencyStore(_GroupCommitted):
                 return
             try:
                 yield InboxTransaction(group, event_id, False, conn)
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._rollback(conn)
+                if isinstance(exc, sqlite3.DatabaseError) and _DATABASE_WIDE.search(str(exc)):
+                    # the handler's own write met the database's trouble (a full disk, a lock held elsewhere):
+                    # the store's failure, not the event's, so the event must not count it as an attempt
+                    raise self._error(exc) from exc
                 raise
             try:
                 self._commit(conn, group, event_id, self._clock())

@@ -28,7 +28,7 @@ import random as _random
 from collections.abc import Callable
 from typing import NamedTuple
 
-from tidings.errors import UsageError
+from tidings.errors import UsageError, describe_error
 
 
 class Retry(NamedTuple):
@@ -44,12 +44,6 @@ class GiveUp(NamedTuple):
 
 
 Decision = Retry | GiveUp
-
-
-def describe_error(error: BaseException) -> str:
-    """``TypeName: message`` on one line, for reasons and headers (a multi-line message is folded)."""
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 class RetryPolicy:
