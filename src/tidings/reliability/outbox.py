@@ -742,6 +742,8 @@ class OutboxRelay:
         self._opened = False
         self._holding = False
         self._batch_ids: tuple[int, int] | None = None
+        #: ids the broker confirmed whose marking failed: marked first, not published again
+        self._confirmed: list[int] = []
 
     @property
     def source(self) -> str:
@@ -825,6 +827,13 @@ class OutboxRelay:
             self._holding = held
         if not held:
             return 0
+        if self._confirmed:
+            # the broker confirmed these but marking them failed: mark them now rather than publish them again
+            await self._store.mark(self._confirmed, time.time())
+            done, self._confirmed = len(self._confirmed), []
+            self._batch_ids = None
+            self.sent += done
+            return done
         rows = await self._store.fetch(self.batch)
         if not rows:
             return 0
@@ -834,7 +843,9 @@ class OutboxRelay:
             for _, channel, key, headers, body in rows
         ]
         await self._publish(messages)
-        await self._store.mark([row[0] for row in rows], time.time())
+        self._confirmed = [row[0] for row in rows]
+        await self._store.mark(self._confirmed, time.time())
+        self._confirmed = []
         self._batch_ids = None
         self.sent += len(rows)
         return len(rows)
