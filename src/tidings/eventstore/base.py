@@ -1,0 +1,206 @@
+"""The event store's port: what every backend (memory, SQLite, PostgreSQL) does, and the values it deals in.
+
+Vocabulary (KurrentDB's, which users of event stores know):
+
+- a *stream* holds the events of one aggregate (``user-42``), numbered from 1: an event's ``version`` is its
+  place in its stream, and a stream's version is the number of its events (0: no stream);
+- the *log* holds every event of every stream in commit order: an event's ``position`` is its place there,
+  from 1. A reader of the log that has seen position P never later meets an event with a position at or
+  below P that it has not seen (no gaps to skip past: positions are handed out in commit order);
+- ``expected_version`` on append: :data:`ANY`, :data:`NO_STREAM`, :data:`STREAM_EXISTS`, or the exact
+  version the stream must be at. A mismatch raises :class:`WrongExpectedVersion` with both versions.
+
+Appends are idempotent by event id: appending events whose ids the stream already holds, in the same order
+and with the same content (after a timeout, a crash after commit...), returns the original result and writes
+nothing; the same id with other content raises :class:`DuplicateEventError`.
+
+Bodies are bytes (JSON as the app encodes it): the store does not parse them, so it never loses a field it
+does not know, and a crypto-shredded field (see :mod:`tidings.eventstore.shredding`) stays opaque to it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Literal, NamedTuple, Self
+
+from tidings.errors import TidingsError
+
+ANY: Literal["any"] = "any"
+NO_STREAM: Literal["no_stream"] = "no_stream"
+STREAM_EXISTS: Literal["stream_exists"] = "stream_exists"
+ExpectedVersion = int | Literal["any", "no_stream", "stream_exists"]
+
+
+class NewEvent(NamedTuple):
+    """An event to append. ``event_id``: unique (a UUID; appending the same id again is idempotent)."""
+
+    event_id: str
+    event_type: str
+    data: bytes
+    metadata: bytes = b"{}"
+    #: the event's schema version (the guide's ``version``), what upcasters key on
+    schema_version: str = "1.0"
+
+
+class RecordedEvent(NamedTuple):
+    """An event as the store keeps it."""
+
+    stream_id: str
+    version: int
+    position: int
+    event_id: str
+    event_type: str
+    schema_version: str
+    data: bytes
+    metadata: bytes
+    #: seconds since the epoch (UTC), when it was committed
+    recorded_at: float
+
+
+class AppendResult(NamedTuple):
+    """Where an append put its events: the stream's versions and the log's positions of the first and last."""
+
+    stream_id: str
+    first_version: int
+    last_version: int
+    first_position: int
+    last_position: int
+
+
+class StreamMetadata(NamedTuple):
+    """Retention of one stream (KurrentDB's ``$maxAge``, ``$maxCount``, ``$tb``); None: keep."""
+
+    max_age: float | None = None
+    max_count: int | None = None
+    truncate_before: int | None = None
+
+
+class StoreStats(NamedTuple):
+    streams: int
+    events: int
+    last_position: int
+    #: bytes on disk (the database file, or the relation sizes); 0 for memory
+    size: int
+
+
+class EventStoreError(TidingsError):
+    """The store could not do what was asked (database unreachable, locked, full...)."""
+
+
+class WrongExpectedVersion(EventStoreError):
+    """Optimistic concurrency: the stream was not at the version the writer expected."""
+
+    def __init__(self, stream_id: str, expected: ExpectedVersion, actual: int) -> None:
+        names = {ANY: "any version", NO_STREAM: "no stream", STREAM_EXISTS: "an existing stream"}
+        shown = f"version {expected}" if isinstance(expected, int) else names[expected]
+        now = "does not exist" if actual == 0 else f"is at version {actual}"
+        super().__init__(f"stream {stream_id!r}: expected {shown}, but it {now}")
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+class DuplicateEventError(EventStoreError):
+    """An event id the stream already holds, appended again with other content (or elsewhere)."""
+
+
+class StreamDeleted(EventStoreError):
+    """The stream was deleted (hard): it cannot be read or appended to."""
+
+
+class EventStore(abc.ABC):
+    """The port. Backends: :mod:`.memory`, :mod:`.sqlite`, :mod:`.postgres`."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect and create the schema; idempotent."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def append(
+        self, stream_id: str, events: Sequence[NewEvent], *, expected_version: ExpectedVersion = ANY
+    ) -> AppendResult:
+        """Append ``events`` to ``stream_id`` atomically (all or none), after checking ``expected_version``."""
+
+    @abc.abstractmethod
+    async def append_many(
+        self, appends: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]]
+    ) -> list[AppendResult]:
+        """Several streams in one transaction: every append happens, or (one check failing) none does."""
+
+    @abc.abstractmethod
+    async def read_stream(
+        self, stream_id: str, *, from_version: int | None = None, backwards: bool = False, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """The stream's events from ``from_version`` (default: the first, or the last when ``backwards``)."""
+
+    @abc.abstractmethod
+    async def read_all(
+        self,
+        *,
+        from_position: int = 0,
+        backwards: bool = False,
+        limit: int = 1000,
+        event_types: Sequence[str] | None = None,
+    ) -> list[RecordedEvent]:
+        """The log after ``from_position`` (forwards; backwards: before it, 0 meaning the end), in position
+        order, at most ``limit`` events, only ``event_types`` if given."""
+
+    @abc.abstractmethod
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's version: its number of events ever appended (0: no stream)."""
+
+    @abc.abstractmethod
+    def subscribe(
+        self, *, from_position: int = 0, event_types: Sequence[str] | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """A catch-up subscription: the log after ``from_position``, then every event committed later, live."""
+
+    @abc.abstractmethod
+    async def set_stream_metadata(self, stream_id: str, metadata: StreamMetadata) -> None: ...
+
+    @abc.abstractmethod
+    async def stream_metadata(self, stream_id: str) -> StreamMetadata: ...
+
+    @abc.abstractmethod
+    async def delete_stream(self, stream_id: str, *, hard: bool = False) -> None:
+        """Soft: the stream reads as empty and may be written again (its version carries on). Hard: gone for
+        good (:class:`StreamDeleted` on read or append); its events leave the log at the next scavenge."""
+
+    @abc.abstractmethod
+    async def scavenge(self) -> int:
+        """Remove what retention and deletes have given up (and give the space back); how many events."""
+
+    @abc.abstractmethod
+    async def stats(self) -> StoreStats: ...
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "DuplicateEventError",
+    "EventStore",
+    "EventStoreError",
+    "ExpectedVersion",
+    "NewEvent",
+    "RecordedEvent",
+    "StoreStats",
+    "StreamDeleted",
+    "StreamMetadata",
+    "WrongExpectedVersion",
+]
