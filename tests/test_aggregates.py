@@ -188,3 +188,56 @@ def test_an_event_without_a_when_method_is_refused() -> None:
 
     with pytest.raises(UsageError, match="no @when"):
         User("1").record(Other())
+
+
+async def test_erasing_a_users_key_makes_their_personal_fields_unreadable_in_events_and_snapshots() -> None:
+    from typing import Annotated
+
+    from tidings.eventstore.shredding import MemoryKeyStore, Personal, Shredder
+
+    class Registered(Event, type="customer.registered"):
+        customer_id: str
+        email: Annotated[str | None, Personal]
+        country: str
+
+    class Moved(Event, type="customer.moved"):
+        address: Annotated[str | None, Personal]
+        country: str
+
+    class Customer(Aggregate, prefix="customer", snapshot_every=2):
+        __personal__ = frozenset({"email", "address"})
+
+        def __init__(self, id: str) -> None:
+            super().__init__(id)
+            self.email: str | None = None
+            self.address: str | None = None
+            self.country = ""
+
+        @when(Registered)
+        def _registered(self, event: Registered) -> None:
+            self.email, self.country = event.email, event.country
+
+        @when(Moved)
+        def _moved(self, event: Moved) -> None:
+            self.address, self.country = event.address, event.country
+
+    async with MemoryEventStore() as store:
+        shredder = Shredder(MemoryKeyStore())
+        repository = Repository(store, shredder=shredder)
+        for who in ("ann", "bob"):
+            customer = Customer(who)
+            customer.record(Registered(customer_id=who, email=f"{who}@example.com", country="FR"))
+            customer.record(Moved(address=f"1 rue {who}", country="BE"))  # the second event: a snapshot too
+            customer.record(Moved(address=f"2 rue {who}", country="NL"))
+            await repository.save(customer)
+        stored = b"".join(e.data for e in await store.read_all())
+        assert b"ann@example.com" not in stored  # encrypted at rest, events and snapshot alike
+        assert b"rue ann" not in stored
+
+        assert await shredder.erase("ann")
+        ann = await repository.load(Customer, "ann")
+        bob = await repository.load(Customer, "bob")
+        from_events = await Repository(store, shredder=shredder, snapshots=False).load(Customer, "ann")
+    assert (ann.email, ann.address, ann.country) == (None, None, "NL")  # the rest of the history is readable
+    assert (from_events.email, from_events.address, from_events.country) == (None, None, "NL")
+    assert (bob.email, bob.address) == ("bob@example.com", "2 rue bob")

@@ -60,6 +60,7 @@ from tidings.eventstore.base import (
     RecordedEvent,
     StreamMetadata,
 )
+from tidings.eventstore.shredding import Shredder, personal_fields
 
 E = TypeVar("E", bound=Event)
 A = TypeVar("A", bound="Aggregate")
@@ -203,12 +204,25 @@ class Upcasters:
 
 
 class Repository:
-    """Loads aggregates from an :class:`~tidings.eventstore.base.EventStore` and saves what they recorded."""
+    """Loads aggregates from an :class:`~tidings.eventstore.base.EventStore` and saves what they recorded.
 
-    def __init__(self, store: EventStore, *, upcasters: Upcasters | None = None, snapshots: bool = True) -> None:
+    With a ``shredder`` (:class:`~tidings.eventstore.shredding.Shredder`), the personal fields of events and
+    snapshots (``Annotated[str | None, Personal]``; an aggregate's ``__personal__``) are stored encrypted with
+    the key of the aggregate's id; once that key is erased they read as None, everywhere in its history.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        upcasters: Upcasters | None = None,
+        snapshots: bool = True,
+        shredder: Shredder | None = None,
+    ) -> None:
         self.store = store
         self.upcasters = upcasters or Upcasters()
         self.snapshots = snapshots
+        self.shredder = shredder
 
     async def load(self, cls: type[A], id: str) -> A:
         found = await self.get(cls, id)
@@ -228,8 +242,11 @@ class Repository:
             if not events:
                 return None
             aggregate = cls(id)
-        for recorded in events:
-            aggregate.apply(self.decode(cls, recorded))
+        datas = [orjson.loads(recorded.data) for recorded in events]
+        if self.shredder is not None:
+            datas = await self.shredder.decrypt_many(datas)
+        for recorded, data in zip(events, datas, strict=True):
+            aggregate.apply(self.decode(cls, recorded, data))
         return aggregate
 
     async def save(self, *aggregates: Aggregate) -> None:
@@ -239,9 +256,8 @@ class Repository:
         for aggregate in chosen:
             loaded = aggregate.version - len(aggregate._pending)
             expected: ExpectedVersion = loaded if loaded else NO_STREAM
-            appends.append(
-                (aggregate.stream_id(aggregate.id), [self.encode(aggregate, e) for e in aggregate._pending], expected)
-            )
+            events = [await self.encode(aggregate, event) for event in aggregate._pending]
+            appends.append((aggregate.stream_id(aggregate.id), events, expected))
         if not appends:
             return
         if len(appends) == 1:
@@ -259,7 +275,10 @@ class Repository:
         """Write the aggregate's state now as its newest snapshot."""
         cls = type(aggregate)
         snapshot_stream = f"{SNAPSHOT}-{cls.stream_id(aggregate.id)}"
-        body = {"version": aggregate.version, "state": aggregate.state()}
+        state = aggregate.state()
+        if self.shredder is not None:
+            state = await self.shredder.encrypt(aggregate.id, state, personal_fields(cls))
+        body = {"version": aggregate.version, "state": state}
         event = NewEvent(uuid7(), cls.snapshot_type(), orjson.dumps(body), b"{}", cls.__snapshot_version__)
         written = await self.store.append(snapshot_stream, [event], expected_version=ANY)
         if written.first_version == 1:  # a new snapshot stream: only its newest snapshot is worth keeping
@@ -273,15 +292,21 @@ class Repository:
         version, body = self.upcasters.upcast(recorded.event_type, recorded.schema_version, orjson.loads(recorded.data))
         if version != cls.__snapshot_version__:
             return None  # a snapshot of a shape this code no longer knows: replay every event instead
-        return cls.from_state(id, int(body["version"]), body["state"])
+        state = body["state"]
+        if self.shredder is not None:
+            state = await self.shredder.decrypt(state)
+        return cls.from_state(id, int(body["version"]), state)
 
-    def encode(self, aggregate: Aggregate, event: Event) -> NewEvent:
+    async def encode(self, aggregate: Aggregate, event: Event) -> NewEvent:
         metadata = orjson.dumps({"aggregate": type(aggregate).__name__, "aggregate_id": aggregate.id})
-        return NewEvent(
-            uuid7(), event.event_type(), orjson.dumps(event.model_dump(mode="json")), metadata, event.event_version()
-        )
+        if self.shredder is not None:
+            data = await self.shredder.encrypt_model(aggregate.id, event)  # the aggregate's id is the subject
+        else:
+            data = event.model_dump(mode="json")
+        return NewEvent(uuid7(), event.event_type(), orjson.dumps(data), metadata, event.event_version())
 
-    def decode(self, cls: type[Aggregate], recorded: RecordedEvent) -> Event:
+    def decode(self, cls: type[Aggregate], recorded: RecordedEvent, data: dict[str, Any] | None = None) -> Event:
+        """The typed event ``recorded`` holds (``data``: its body, already parsed and decrypted)."""
         found = cls.__handlers__.get(recorded.event_type)
         if found is None:
             raise UsageError(
@@ -289,14 +314,15 @@ class Repository:
                 f"{recorded.version}): add a @when method for it"
             )
         event_class = found[0]
-        version, data = self.upcasters.upcast(recorded.event_type, recorded.schema_version, orjson.loads(recorded.data))
+        body = orjson.loads(recorded.data) if data is None else data
+        version, body = self.upcasters.upcast(recorded.event_type, recorded.schema_version, body)
         if version != event_class.event_version():
             raise UsageError(
                 f"{recorded.event_type!r} {recorded.schema_version} (stream {recorded.stream_id!r}, version "
                 f"{recorded.version}) cannot be read as {event_class.__name__} {event_class.event_version()}: "
                 f"register an upcaster from {version}"
             )
-        return event_class.model_validate(data)
+        return event_class.model_validate(body)
 
 
 __all__ = [
