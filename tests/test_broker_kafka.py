@@ -28,8 +28,9 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tidings.app import App
+from tidings.app import App, EventContext
 from tidings.brokers.base import (
+    DL_ATTEMPTS,
     DL_ERROR_TYPE,
     DL_ORIGIN,
     Broker,
@@ -44,14 +45,23 @@ from tidings.brokers.kafka import (
     DLQ_REASON,
     DLQ_SETTLED,
     DLQ_SETTLED_AS,
+    RETRY_ATTEMPT,
+    RETRY_CHANNEL,
+    RETRY_DUE,
+    RETRY_GROUP,
+    RETRY_OFFSET,
+    RETRY_PARTITION,
+    RETRY_TIMESTAMP,
     KafkaBroker,
     KafkaDelivery,
     TopicSpec,
+    _retry_level,
     ensure_topics,
     topic_regex,
 )
 from tidings.errors import UsageError
 from tidings.events.event import Event
+from tidings.reliability.retry import RetryPolicy
 from tidings.testing import BrokerContract
 from tidings.testing.broker_contract import Recorder, message, message_id
 
@@ -490,6 +500,184 @@ async def test_a_dead_letter_that_cannot_be_replayed_stays_in_the_topic(kafka_bo
         assert [d.id for d in await broker.dead_letters()] == ["0:0"]
         assert await broker.settle_dead_letters(lambda d: True, replay=False) == 1
         assert await broker.dead_letters() == []
+
+
+# -- retry topics -----------------------------------------------------------------------------------------------
+
+
+def test_a_delay_goes_to_the_lowest_retry_level_not_below_it_and_names_are_topic_names() -> None:
+    broker = KafkaBroker("kafka://host")
+    group, topics = broker.retry_names("billing", "orders.placed")
+    assert group == f"tidings.retry.billing.orders.placed.{group.rsplit('.', 1)[1]}"
+    assert topics == [f"{group}.{label}" for label in ("1s", "5s", "15s", "1m", "5m", "15m", "1h")]
+    levels = {0.001: "1s", 1: "1s", 1.001: "5s", 5: "5s", 14: "15s", 60: "1m", 61: "5m", 3600: "1h", 86400: "1h"}
+    for delay, label in levels.items():
+        assert topics[_retry_level(delay)].endswith(f".{label}"), delay
+    # groups and channels whose readable names are the same still get retry topics of their own
+    assert broker.retry_names("a.b", "c")[0] != broker.retry_names("a", "b.c")[0]
+    pattern_group, pattern_topics = broker.retry_names("email service", "user.{id}.*")
+    long_group, long_topics = broker.retry_names("g" * 300, "c" * 249)
+    custom_group, _ = KafkaBroker("kafka://host?retry_topic_prefix=acme.retries").retry_names("g", "c")
+    assert custom_group.startswith("acme.retries.g.c.")
+    for name in (pattern_group, *pattern_topics, long_group, *long_topics):
+        assert re.fullmatch(r"[A-Za-z0-9._-]{1,249}", name), name
+    with pytest.raises(UsageError, match="retry_topic_prefix"):
+        KafkaBroker("kafka://host?retry_topic_prefix=no%20spaces")
+
+
+async def test_a_nacked_message_goes_to_a_retry_topic_its_offset_is_committed_and_it_comes_back_after_the_delay(
+    kafka_bootstrap: str,
+) -> None:
+    """nack(delay=3) writes a copy to the group's 5 s retry topic (the original's key, value and headers, and where
+    it came from, its attempt, when it is due), and the original's offset is committed at once: the partition goes
+    on (the key's next message is handled meanwhile). The copy comes back as the original channel's message,
+    attempt 2, not before the delay; acking it commits the retry topic's offset."""
+    topic, group, delay = unique("orders"), unique("g"), 3.0
+    nacked_at: list[float] = []
+    came_back_at: list[float] = []
+
+    async def handle(delivery: Delivery) -> None:
+        if message_id(delivery) == "m1" and delivery.attempt == 1:
+            nacked_at.append(time.time())
+            await delivery.nack(delay=delay)
+            return
+        if message_id(delivery) == "m1":
+            came_back_at.append(time.time())
+        await delivery.ack()
+
+    received = recorder(handle)
+    async with KafkaBroker(kafka_url(kafka_bootstrap, "partitions=1")) as broker:
+        retry_group, retry_topics = broker.retry_names(group, topic)
+        await broker.subscribe(topic, group, received)
+        await broker.publish(Message(topic, b"payload", {"id": "m1", "content-type": "text/plain"}, "k"))
+        await received.wait_ids({"m1"})
+        await broker.publish(Message(topic, b"next", {"id": "m2"}, "k"))  # the same key: not held back
+        await received.wait_ids({"m2"})
+        assert not came_back_at
+        # the original's offset, and the next one's, are committed long before the copy is due
+        await wait_for_offsets(kafka_bootstrap, group, topic, lambda found: found == [2], partitions=1)
+        assert time.time() - nacked_at[0] < delay, "the original's offset was committed only after the delay"
+
+        [copy] = await asyncio.to_thread(read_raw, kafka_bootstrap, retry_topics[1])  # the 5 s level
+        headers = {k: v.decode() for k, v in copy.headers()}
+        due = int(headers.pop(RETRY_DUE))
+        assert nacked_at[0] * 1000 + delay * 1000 <= due <= nacked_at[0] * 1000 + delay * 1000 + 1000
+        assert headers.pop(RETRY_TIMESTAMP).isdigit()
+        assert headers == {
+            "id": "m1",
+            "content-type": "text/plain",
+            RETRY_CHANNEL: topic,
+            RETRY_PARTITION: "0",
+            RETRY_OFFSET: "0",
+            RETRY_ATTEMPT: "1",
+            RETRY_GROUP: group,
+        }
+        assert (copy.key(), copy.value()) == (b"k", b"payload")
+
+        await received.wait_for(lambda: received.ids().count("m1") == 2, "m1 from the retry topic")
+        waited = came_back_at[0] - nacked_at[0]
+        assert waited >= delay, f"redelivered after {waited:.3f} s, before the {delay} s delay"
+        assert waited < delay + 3, f"redelivered only after {waited:.3f} s"
+        again = received.deliveries[-1]
+        assert isinstance(again, KafkaDelivery)
+        assert again.attempt == 2
+        assert again.message == Message(topic, b"payload", {"id": "m1", "content-type": "text/plain"}, "k")
+        assert (again.partition, again.offset) == (0, 0)  # the original's place
+        await wait_for_offsets(kafka_bootstrap, retry_group, retry_topics[1], lambda found: found == [1], partitions=1)
+        await self_barrier(broker, topic, received)
+        assert received.ids().count("m1") == 2
+
+
+async def self_barrier(broker: Broker, channel: str, received: Recorder) -> None:
+    sentinel = unique("barrier")
+    await broker.publish(message(channel, sentinel))
+    await received.wait_ids({sentinel}, "the barrier message")
+
+
+async def test_a_message_waiting_in_a_retry_topic_is_redelivered_by_the_next_subscription_of_the_group(
+    kafka_bootstrap: str,
+) -> None:
+    """The retry state is in Kafka, not in the process: a member nacks m1 with a delay and closes before it is due;
+    a new broker's member of the group gets it when it is due, as attempt 2 (and not the original again)."""
+    topic, group, delay = unique("orders"), unique("g"), 3.0
+    url = kafka_url(kafka_bootstrap, "partitions=1")
+    nacked_at: list[float] = []
+
+    async def nack(delivery: Delivery) -> None:
+        nacked_at.append(time.time())
+        await delivery.nack(delay=delay)
+
+    async with KafkaBroker(url) as first:
+        await first.subscribe(topic, group, recorder(nack))
+        await first.publish(message(topic, "m1", b"payload", key="k"))
+        await wait_until(lambda: bool(nacked_at), "the first delivery")
+        await wait_for_offsets(kafka_bootstrap, group, topic, lambda found: found == [1], partitions=1)
+    assert time.time() - nacked_at[0] < delay, "the first member closed after m1 was due: the test proves nothing"
+
+    received = recorder()
+    async with KafkaBroker(url) as second:
+        await second.subscribe(topic, group, received)
+        await received.wait_ids({"m1"}, "m1 from the retry topic")
+        delivery = received.deliveries[0]
+        waited = received.started_at[0] - time.monotonic() + time.time() - nacked_at[0]
+        assert waited >= delay, f"redelivered after {waited:.3f} s, before the {delay} s delay"
+        assert (delivery.attempt, delivery.message.body, delivery.message.key) == (2, b"payload", "k")
+        assert delivery.message.channel == topic
+        await self_barrier(second, topic, received)
+        assert received.ids().count("m1") == 1
+
+
+async def test_a_pattern_subscriptions_retries_come_back_on_their_own_channel(kafka_bootstrap: str) -> None:
+    prefix = unique("shop")
+    channel = f"{prefix}.order.placed"
+
+    async def nack_first(delivery: Delivery) -> None:
+        if delivery.attempt == 1 and message_id(delivery) == "m1":
+            await delivery.nack(delay=0.2)
+        else:
+            await delivery.ack()
+
+    received = recorder(nack_first)
+    async with KafkaBroker(kafka_url(kafka_bootstrap)) as broker:
+        await broker.create_topics([TopicSpec(channel)])
+        await broker.subscribe(f"{prefix}.#", unique("g"), received)
+        await broker.publish(message(channel, "m1"))
+        await received.wait_for(lambda: received.ids().count("m1") == 2, "m1 again")
+        assert [(d.message.channel, d.attempt) for d in received.deliveries] == [(channel, 1), (channel, 2)]
+
+
+async def test_an_app_gives_up_after_exactly_n_attempts_through_the_retry_topics(kafka_bootstrap: str) -> None:
+    """RetryPolicy(3): three deliveries (the first, two from retry topics), then a dead letter saying 3 attempts,
+    whose origin is the original record (not the retry topic's copy)."""
+    channel, dlq = unique("orders"), unique("dlq")
+    app = App(kafka_url(kafka_bootstrap, f"partitions=1&dead_letter_topic={dlq}"), name=unique("billing"))
+    attempts: list[int] = []
+    progress = recorder()
+
+    @app.subscriber(channel, retry=RetryPolicy(3, base_delay=0.1, jitter=0))
+    async def charge(event: UserCreated, context: EventContext) -> None:
+        attempts.append(context.attempt)
+        progress.changed()
+        raise ValueError("card declined")
+
+    async with app:
+        await app.publish(UserCreated(user_id=1, email="jo@example.com", name="Jo"), channel=channel, key="jo")
+
+        async def dead() -> list[Any]:
+            return [d for d in await app.broker.dead_letters() if d.message.channel == channel]
+
+        deadline = time.monotonic() + TIMEOUT
+        while not (found := await dead()):
+            assert time.monotonic() < deadline, f"not dead-lettered; attempts {attempts}"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # no fourth attempt comes
+    assert attempts == [1, 2, 3]
+    [letter] = found
+    assert letter.attempts == 3
+    assert letter.details[DL_ATTEMPTS] == "3"
+    assert letter.details[DL_ORIGIN] == f"kafka:{channel}/0@0"
+    assert letter.message.key == "jo"
+    assert not [name for name in letter.message.headers if name.startswith("tidings-retry-")]
 
 
 # -- errors and URLs --------------------------------------------------------------------------------------------

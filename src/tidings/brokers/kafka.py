@@ -31,6 +31,8 @@ Query parameters (a keyword argument of the same name wins over the URL)::
     timeout=30                    seconds for bounded waits: reaching the broker at start, a publish's delivery
                                   report, creating topics, a subscription's first partition assignment
     dead_letter_topic=tidings.dead-letters   the topic dead letters are written to
+    retry_topic_prefix=tidings.retry         how the retry topics' and retry groups' names begin (see
+                                             "Retry topics" below)
     client_id=tidings             the client.id the broker sees
     mechanism=PLAIN               SASL mechanism: PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | OAUTHBEARER | GSSAPI
     ssl_ca_location=              TLS: CA bundle (PEM file) to verify the broker with
@@ -56,7 +58,8 @@ Kafka bindings describe them (``partitions``, ``replicas``, ``topicConfiguration
 letters, digits, ``.``, ``_`` and ``-``. A pattern (``user.*`` one segment, ``user.#`` / ``user.>`` any
 number, ``{param}`` one segment) becomes a librdkafka regex subscription (``^user\\.[^.]*$``): topics that
 appear later are picked up at the next metadata refresh (``topic.metadata.refresh.interval.ms``, which this
-module sets to 5 s; librdkafka's own default is 5 min). The dead-letter topic never reaches a pattern's handler.
+module sets to 5 s; librdkafka's own default is 5 min). ``subscribe`` also creates the subscription's retry
+topics (see "Retry topics" below). The dead-letter topic and the retry topics never reach a pattern's handler.
 
 What is guaranteed
 ------------------
@@ -81,17 +84,26 @@ revoked or the subscription closes. What was not committed (the process died, th
 delivered again to whichever member then owns the partition. A handler that raises is redelivered; one that
 returns without settling is acknowledged.
 
-``nack(delay)``: Kafka has no per-message negative acknowledgement, so the message is handed to the handler
-again in this process after ``delay`` seconds with ``attempt`` + 1; its offset stays uncommitted meanwhile
-(a crash in between still redelivers it). ``dead_letter(reason, details)`` writes a copy to the dead-letter
-topic, waits for its delivery report, and only then settles the original (see "Dead letters" below).
+Kafka has no per-message negative acknowledgement. ``nack(delay)`` with ``delay > 0`` writes a copy of the
+record to one of the subscription's *retry topics*, waits for its delivery report, and only then settles the
+original, whose offset is then committed like an acked one's: the partition goes on, nothing waits in this
+process. The copy comes back to the group when it is due, never before ``delay`` seconds, as a message of the
+original channel with ``attempt`` + 1 (see "Retry topics" below). ``nack()`` without a delay, and a handler
+that raises, hand the message to the handler again at once, in this process, with ``attempt`` + 1; its offset
+stays uncommitted meanwhile (a crash in between redelivers it, as attempt 1 again). If the copy cannot be
+written (no delivery report within ``timeout``), ``nack`` raises :class:`~tidings.brokers.base.BrokerError`
+and the message is handed to the handler again in this process after the delay instead, its offset uncommitted
+meanwhile. ``dead_letter(reason, details)`` writes a copy to the dead-letter topic, waits for its delivery
+report, and only then settles the original (see "Dead letters" below).
 
 *Ordering* (capability ``ordering``): within one group, the messages of one key are handed to the handler one
-at a time, in partition order: the next waits until the previous one is acked or dead-lettered, and a nacked
-message keeps its key's place until its redelivery settles. Messages of different keys (and messages without
-a key) are handled concurrently, up to ``prefetch`` per subscription. A key whose handler is slow holds back
-only its own messages, until at most 1,024 (or 4 x prefetch) messages wait in this process: then the
-subscription stops fetching until the backlog shrinks (paused after 0.5 s of it).
+at a time, in partition order: the next waits until the previous one is acked, dead-lettered or nacked with a
+delay, and a message nacked without one (or whose handler raised) keeps its key's place until its redelivery
+settles. A message nacked with a delay leaves its key's order: its copy comes back from a retry topic after the
+key's later messages (as on RabbitMQ, whose delayed redeliveries go through retry queues as well). Messages of
+different keys (and messages without a key) are handled concurrently, up to ``prefetch`` per subscription. A key
+whose handler is slow holds back only its own messages, until at most 1,024 (or 4 x prefetch) messages wait in
+this process: then the subscription stops fetching until the backlog shrinks (paused after 0.5 s of it).
 
 *Rebalances*: when partitions are revoked (a member joined or left), their messages that did not reach a
 handler are dropped, the rebalance waits (at most ``drain_timeout`` seconds) for their running handlers,
@@ -101,6 +113,48 @@ not waited for: its message goes to the next owner too, and its late settle is i
 (this member missed its session timeout) cannot be committed: their messages are delivered again.
 
 *Durability* is Kafka's: committed offsets and records live as long as the broker keeps them (retention).
+
+Retry topics
+------------
+Each subscription (a group on a channel or pattern) has retry topics of its own, one per delay level (1 s, 5 s,
+15 s, 1 min, 5 min, 15 min, 1 h), and reads them as a consumer group of its own, the *retry group*::
+
+    tidings.retry.<group>.<channel>.<digest>             the retry group, e.g. tidings.retry.billing.orders.3f2a9c1b
+    tidings.retry.<group>.<channel>.<digest>.<level>     its topics: ...orders.3f2a9c1b.1s, ...5s, ... ...1h
+
+``retry_topic_prefix`` sets the first part (:meth:`KafkaBroker.retry_names` gives the names). A character a topic
+name may not hold (a pattern's ``*``...) becomes ``_``, and the digest of the exact group and channel keeps apart
+subscriptions whose names would read the same. They are per channel, not per group: the handlers of an App share
+its name as their group, and each copy must come back to the handler that nacked it. ``subscribe`` creates them
+(as it creates other topics: ``partitions``, ``retention_ms``...) before its consumers join, and reads them with a
+second consumer: pausing a retry partition never pauses the channel's, and a member joining or leaving the retry
+group does not rebalance the main one. A retry group without committed offsets starts at the beginning of its
+topics, whatever ``auto_offset_reset`` says. Keep the retention of the retry topics above the longest delay: a
+record that retention removes before it is due is lost.
+
+A copy goes to the lowest level not below its delay (a delay above 1 h: to the 1 h level), keyed as the original
+(so one key's copies of a level share a partition). It holds the original's key, value and headers (byte for
+byte), and beside them, as headers: ``tidings-retry-channel``, ``-partition`` and ``-offset`` (where the original
+was published; a copy of a copy keeps the first original's), ``-attempt`` (the attempt the copy was made at),
+``-due`` (when it is due: the time of the nack plus its delay, in epoch milliseconds, rounded up), ``-group`` and
+``-timestamp`` (the original record's, in milliseconds). The retry consumer hands a record to the handler once it
+is due: as a message of ``tidings-retry-channel`` with the original's key and headers (without these), ``attempt``
+= ``tidings-retry-attempt`` + 1, :attr:`KafkaDelivery.partition` and ``offset`` the original's. Settling it is
+settling a record of the retry topic: an ack commits the retry topic's offset (in order, as on the channel), a
+nack with a delay writes the next copy, a nack without one hands it to the handler again here, and a dead letter
+names the original (``x-tidings-origin``, ``tidings-dlq-partition``, ``-offset`` and ``-timestamp``).
+
+A record fetched before it is due is held, its partition paused, until it is; then its partition is resumed. So
+a message comes back never before its delay, and at most its level's delay after the nack (plus the time to write
+and fetch the copy): the records of a partition are handed out in order, and one due later than its successor
+holds the successor back, by less than the level's delay (a copy in the 5 s level waits at most 5 s; in the 1 h
+level, one behind a delay above 1 h waits for that one). Due times are wall-clock times: a member whose clock is
+ahead of the nacking one's redelivers early by the difference, one behind redelivers late.
+
+The retry state is in Kafka, not in the process: records waiting in a retry topic when a member closes or dies
+are delivered by the retry group's next member (in this process or another) when they are due. The copy is
+confirmed before the original is settled: a crash between the two delivers both, the original again (attempt 1)
+and the copy when it is due: a duplicate, never a loss.
 
 Dead letters
 ------------
@@ -134,19 +188,22 @@ How it runs
 librdkafka does the network I/O in its own threads; Python threads only serve its queues. One producer per
 broker, served by a *poll thread* that calls ``poll()``: delivery reports resolve batch counters there, and the
 batches that completed in one poll go back to the event loop in one ``call_soon_threadsafe``. A full local
-queue (``BufferError``) makes the publisher wait for the poll thread to make room, never fail. One consumer per
-subscription, served by its own thread calling ``consume()``: each batch goes to the event loop in one call,
-where ``prefetch`` worker tasks hand the messages to the handler. Rebalance callbacks run in that thread and
-wait there (bounded) for the event loop to drain the revoked partitions. Commits are sent by that thread too
-(a confluent Consumer's calls block while another thread is in its ``consume()``): the event loop hands it the
-settled offsets every ``commit_interval_ms``.
+queue (``BufferError``) makes the publisher wait for the poll thread to make room, never fail. Two consumers per
+subscription (the channel's and the retry topics'), each served by its own thread calling ``consume()``: each
+batch goes to the event loop in one call, where ``prefetch`` worker tasks (shared by both) hand the messages to
+the handler. Rebalance callbacks run in those threads and wait there (bounded) for the event loop to drain the
+revoked partitions. Commits, pauses and resumes are made by those threads too (a confluent Consumer's calls block
+while another thread is in its ``consume()``): the event loop hands them the settled offsets every
+``commit_interval_ms``, and the retry topics' thread holds the records that are not due yet.
 
 Tansu
 -----
 Tansu (the Kafka-protocol broker the tests run) answers a fetch only when ``fetch.wait.max.ms`` is up, not when
 records arrive: ``fetch_wait_ms`` bounds the latency there (on Apache Kafka a fetch returns at once). Joining a
-group takes it about half of ``session_timeout_ms`` (the tests use ``session_timeout_ms=2000``), plus 3 s for a
-member that joins a group that has a leader already. After a batch of several records it reports the partition's
+group takes it about half of ``session_timeout_ms`` (the tests use 2000 to 6000), plus 3 s for a member that joins
+a group that has a leader already; a subscription's two consumers join their groups at the same time. The topics
+a consumer subscribes to by name are created before it joins (a topic created later reaches its group only after
+a metadata refresh and another rebalance). After a batch of several records it reports the partition's
 end (ListOffsets "latest") as the batch's first offset + 1, so a new group with ``auto_offset_reset=latest``
 may start a few records early there; :meth:`KafkaBroker.dead_letters` reads to the end that fetches report.
 """
@@ -156,6 +213,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -225,6 +283,27 @@ _DLQ_HEADERS = frozenset({DLQ_CHANNEL, DLQ_PARTITION, DLQ_OFFSET, DLQ_GROUP, DLQ
 DLQ_SETTLED = "tidings-dlq-settled"  # the dead letters it settles: "partition:offset,partition:offset..."
 DLQ_SETTLED_AS = "tidings-dlq-settled-as"  # replayed | purged
 _FAILURE = frozenset(FAILURE_FIELDS)
+# retry records (copies of nacked messages in a retry topic) carry the original's headers and these beside them
+_RETRY_HEADER = "tidings-retry-"
+RETRY_CHANNEL = "tidings-retry-channel"  # the original's topic: the channel the message is delivered as
+RETRY_PARTITION = "tidings-retry-partition"  # the original's partition and offset
+RETRY_OFFSET = "tidings-retry-offset"
+RETRY_ATTEMPT = "tidings-retry-attempt"  # the attempt the copy was made at: it is delivered as attempt + 1
+RETRY_DUE = "tidings-retry-due"  # when it is due: epoch milliseconds
+RETRY_GROUP = "tidings-retry-group"  # the consumer group that nacked it
+RETRY_TIMESTAMP = "tidings-retry-timestamp"  # the original record's timestamp (ms): a dead letter keeps it
+#: retry levels, in seconds, with their topic name suffix: a delay goes to the lowest level not below it (a delay
+#: above the highest goes to the highest)
+_RETRY_LEVELS: tuple[tuple[float, str], ...] = (
+    (1, "1s"),
+    (5, "5s"),
+    (15, "15s"),
+    (60, "1m"),
+    (300, "5m"),
+    (900, "15m"),
+    (3600, "1h"),
+)
+_NOT_TOPIC_CHARACTER = re.compile(r"[^A-Za-z0-9._-]")
 #: dead letters settled per round: replayed together (publish_many), then marked settled by one record
 _SETTLE_BATCH = 256
 #: a record to produce: topic, partition (None: the partitioner's choice), value, key, headers
@@ -264,6 +343,7 @@ class _Settings(NamedTuple):
     drain_timeout: float
     timeout: float
     dead_letter_topic: str
+    retry_topic_prefix: str
     client_id: str
     ssl_ca_location: str | None
     ssl_certificate_location: str | None
@@ -293,6 +373,7 @@ _URL_OPTIONS = frozenset(
         "drain_timeout",
         "timeout",
         "dead_letter_topic",
+        "retry_topic_prefix",
         "client_id",
         "mechanism",
         "ssl_ca_location",
@@ -417,6 +498,10 @@ def _parse_url(url: str, options: Mapping[str, object]) -> _Settings:
         raise UsageError(f"the idempotent producer needs acks=all (got acks={acks}); use idempotence=false")
     dead_letter_topic = text("dead_letter_topic", "tidings.dead-letters") or ""
     _check_topic(dead_letter_topic, "dead_letter_topic")
+    retry_topic_prefix = text("retry_topic_prefix", "tidings.retry") or ""
+    _check_topic(retry_topic_prefix, "retry_topic_prefix")
+    if len(retry_topic_prefix) > 200:
+        raise UsageError(f"retry_topic_prefix={retry_topic_prefix!r} is too long: at most 200 characters")
     session_timeout_ms = number("session_timeout_ms", 10000, minimum=1, integer=True)
     timeout = number("timeout", 30.0, minimum=0.001)
     return _Settings(
@@ -440,6 +525,7 @@ def _parse_url(url: str, options: Mapping[str, object]) -> _Settings:
         drain_timeout=number("drain_timeout", 10.0, minimum=0),
         timeout=timeout,
         dead_letter_topic=dead_letter_topic,
+        retry_topic_prefix=retry_topic_prefix,
         client_id=text("client_id", "tidings") or "tidings",
         ssl_ca_location=text("ssl_ca_location", None),
         ssl_certificate_location=text("ssl_certificate_location", None),
@@ -521,6 +607,27 @@ def topic_regex(pattern: str) -> str:
             parts.append("[^.]*".join(segment.split("*")))
     # `user.#` also matches `user` itself, as channel_matcher has it
     return "^" + r"\.".join(parts).replace(r"\..*", r"(\..*)?") + "$"
+
+
+def _retry_level(delay: float) -> int:
+    """The index in _RETRY_LEVELS of the retry topic for ``delay``: the lowest level not below it."""
+    for index, (seconds, _) in enumerate(_RETRY_LEVELS):
+        if seconds >= delay:
+            return index
+    return len(_RETRY_LEVELS) - 1
+
+
+def retry_names(prefix: str, group: str, channel: str) -> tuple[str, list[str]]:
+    """The retry group and the retry topics (one per level, shortest first) of ``group`` on ``channel`` (a topic
+    or a pattern): ``<prefix>.<group>.<channel>.<digest>`` and that name + ``.1s``, ``.5s``... Characters a
+    topic name may not hold become ``_``; the digest (of the exact group and channel) keeps apart the names that
+    would otherwise be the same, and long names are shortened before it."""
+    digest = hashlib.blake2s(f"{group}\x00{channel}".encode(), digest_size=4).hexdigest()
+    # <prefix>.<readable>.<digest>.<label> in at most 249 characters
+    room = 249 - len(prefix) - len(digest) - 3 - max(len(label) for _, label in _RETRY_LEVELS)
+    readable = _NOT_TOPIC_CHARACTER.sub("_", f"{group}.{channel}")[: max(0, room)]
+    base = f"{prefix}.{readable}.{digest}" if readable else f"{prefix}.{digest}"
+    return base, [f"{base}.{label}" for _, label in _RETRY_LEVELS]
 
 
 # -- the one place where driver errors become tidings errors ----------------------------------------------------
@@ -733,6 +840,7 @@ class _Partition:
         "final",
         "ignored",
         "keys",
+        "member",
         "partition",
         "pending",
         "revoked",
@@ -741,11 +849,13 @@ class _Partition:
         "topic",
     )
 
-    def __init__(self, topic: str, partition: int, ignored: bool) -> None:
+    def __init__(self, topic: str, partition: int, ignored: bool, member: _Member) -> None:
         self.topic = topic
         self.partition = partition
-        #: records of the dead-letter topic or internal topics reached by a pattern: settled unseen
+        #: records of the dead-letter topic, retry topics or internal topics reached by a pattern: settled unseen
         self.ignored = ignored
+        #: the consumer the partition is assigned to (its commits and flow control)
+        self.member = member
         #: offsets handed over and not yet committable, in partition order
         self.pending: deque[int] = deque()
         #: offsets settled while an earlier one in ``pending`` is not
@@ -763,11 +873,15 @@ class _Partition:
 
 
 class KafkaDelivery(Delivery):
+    """A record handed to a handler. :attr:`partition` and :attr:`offset` are its place in its channel's topic;
+    for a redelivery from a retry topic, the original record's place there."""
+
     __slots__ = (
         "_headers",
         "_key",
         "_nacked",
         "_offset",
+        "_origin",
         "_partition",
         "_settled",
         "_subscription",
@@ -786,13 +900,16 @@ class KafkaDelivery(Delivery):
         message: Message,
         attempt: int,
         timestamp: int = -1,
+        origin: tuple[str, int, int] | None = None,
     ) -> None:
         self._subscription = subscription
-        self._partition = partition
+        self._partition = partition  # the partition the record was read from (a retry topic's, for a retry)
         self._offset = offset
         self._key = key
-        self._headers = headers  # as received: a dead letter keeps them byte for byte
-        self._timestamp = timestamp  # the record's, in ms (-1: none); a dead letter keeps it
+        self._headers = headers  # as received, without tidings' retry headers: a dead letter keeps them byte for byte
+        self._timestamp = timestamp  # the original record's, in ms (-1: none); a dead letter keeps it
+        #: read from a retry topic: the original record's topic, partition and offset (None: it is the original)
+        self._origin = origin
         self.message = message
         self.attempt = attempt
         self._settled = False
@@ -800,11 +917,29 @@ class KafkaDelivery(Delivery):
 
     @property
     def partition(self) -> int:
-        return self._partition.partition
+        return self._partition.partition if self._origin is None else self._origin[1]
 
     @property
     def offset(self) -> int:
-        return self._offset
+        return self._offset if self._origin is None else self._origin[2]
+
+    def _place(self) -> tuple[str, int, int]:
+        """Where the message was published: topic, partition and offset."""
+        return self._origin or (self._partition.topic, self._partition.partition, self._offset)
+
+    def _again(self) -> KafkaDelivery:
+        """The same record, to be handed to the handler again (``attempt`` + 1)."""
+        return KafkaDelivery(
+            self._subscription,
+            self._partition,
+            self._offset,
+            self._key,
+            self._headers,
+            self.message,
+            self.attempt + 1,
+            self._timestamp,
+            self._origin,
+        )
 
     async def ack(self) -> None:
         if self._settled:
@@ -818,8 +953,30 @@ class KafkaDelivery(Delivery):
         if self._settled:
             return
         self._settled = True
-        self._nacked = True
-        self._subscription._redeliver(self, delay)
+        subscription = self._subscription
+        if delay <= 0 or self._partition.final:
+            # at once (or revoked meanwhile, and then the partition's next owner has it): see _redeliver
+            self._nacked = True
+            subscription._redeliver(self, delay)
+            return
+        try:
+            await subscription._broker._write_retry(self, subscription, delay)
+        except BaseException as exc:
+            # not copied, so not settled: handed to the handler again in this process after the delay, its offset
+            # uncommitted meanwhile (a crash redelivers it too)
+            if isinstance(exc, Exception):
+                logger.warning(
+                    "kafka subscription %s (group %s): could not write a retry record (%s); redelivering the "
+                    "message in this process after %g s instead",
+                    subscription.channel,
+                    subscription.group,
+                    exc,
+                    delay,
+                )
+            self._nacked = True
+            subscription._redeliver(self, delay)
+            raise
+        subscription._done(self)  # the copy is in the retry topic: the original's offset may be committed
 
     async def dead_letter(self, reason: str, details: Mapping[str, str] | None = None) -> None:
         if self._settled:
@@ -838,86 +995,86 @@ class KafkaDelivery(Delivery):
         subscription._done(self)
 
 
-class _KafkaSubscription(Subscription):
-    """One consumer-group member: a confluent Consumer served by its own thread, ``prefetch`` worker tasks."""
+class _Member:
+    """One confluent Consumer of a subscription, served by its own thread: the *main* member reads the channel's
+    topics as the subscription's group, the *retry* member reads the subscription's retry topics as its retry
+    group. Everything on the consumer is called in that thread (a confluent Consumer's calls block while another
+    thread is in its ``consume()``)."""
 
     def __init__(
         self,
-        broker: KafkaBroker,
-        channel: str,
-        group: str,
-        handler: Handler,
-        prefetch: int,
+        subscription: _KafkaSubscription,
         consumer: Any,
         topics: list[str],
+        group: str,
+        prefetch: int,
+        *,
+        retry: bool,
     ) -> None:
-        self.channel = channel
+        self.subscription = subscription
+        self.consumer = consumer
+        self.topics = topics
         self.group = group
-        self._broker = broker
-        self._handler = handler
-        self._consumer = consumer
-        self._topics = topics
-        self._pattern = is_pattern(channel)
-        settings = broker._settings
-        self._ignored_topic = settings.dead_letter_topic
-        self._loop = asyncio.get_running_loop()
-        self._partitions: dict[tuple[str, int], _Partition] = {}
-        self._ready: deque[KafkaDelivery] = deque()
-        self._idle: deque[asyncio.Future[None]] = deque()
-        self._timers: set[asyncio.TimerHandle] = set()
-        self._dirty: set[_Partition] = set()
-        self._flush: asyncio.TimerHandle | None = None
-        # offsets to commit, handed from the loop to the consumer thread (a confluent Consumer's commit() blocks
-        # while another thread is in its consume(): every call on the consumer is made in its thread)
-        self._commit_lock = threading.Lock()
-        self._to_commit: dict[tuple[str, int], int] = {}
-        self._commit_interval = settings.commit_interval_ms / 1000
-        self._drain_timeout = settings.drain_timeout
-        self._drained = asyncio.Event()
+        self.retry = retry
+        self.loop = subscription._loop
+        #: the assigned partitions (on the event loop only)
+        self.partitions: dict[tuple[str, int], _Partition] = {}
         self.assigned = asyncio.Event()
-        self._closing = False
-        # flow control: messages fetched (written by the thread) minus released (written by the loop)
-        self._fetched = 0
-        self._released = 0
-        self._high = max(1024, 4 * prefetch)
-        self._low = self._high // 2
-        self._space = threading.Event()
-        self._space_wanted = False
-        self._stopping = False
-        self._thread_done: asyncio.Future[None] = self._loop.create_future()
-        self._workers = [
-            self._loop.create_task(self._work(), name=f"kafka:{channel}:{group}:{i}") for i in range(prefetch)
-        ]
-        self._thread = threading.Thread(target=self._run, name=f"tidings-kafka-consumer:{group}", daemon=True)
-        self._thread.start()
+        # offsets to commit, handed from the loop to the consumer thread
+        self.commit_lock = threading.Lock()
+        self.to_commit: dict[tuple[str, int], int] = {}
+        # flow control: records fetched (written by the thread) minus released (written by the loop)
+        self.fetched = 0
+        self.released = 0
+        self.high = max(1024, 4 * prefetch)
+        self.low = self.high // 2
+        self.space = threading.Event()
+        self.space_wanted = False
+        self.stopping = False
+        #: the retry member's records fetched before they were due, by partition, with their due times (epoch ms);
+        #: their partitions are paused meanwhile (in the consumer thread only)
+        self.holding: dict[tuple[str, int], deque[tuple[int, Any]]] = {}
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        kind = "kafka-retry" if retry else "kafka-consumer"
+        self.thread = threading.Thread(target=self._run, name=f"tidings-{kind}:{subscription.group}", daemon=True)
 
-    # -- the consumer thread --
+    def _what(self) -> str:
+        subscription = self.subscription
+        what = f"{subscription.channel} (group {subscription.group})"
+        return f"retry topics of {what}" if self.retry else what
+
+    # -- in the consumer thread --
 
     def _run(self) -> None:
-        consumer, loop = self._consumer, self._loop
+        consumer, loop, holding = self.consumer, self.loop, self.holding
+        on_records = self.subscription._on_records
+        quiet_unknown = self.subscription._pattern and not self.retry
         paused = False
         full_since = 0.0
         error: BaseException | None = None
         try:
-            consumer.subscribe(
-                self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-            )
-            while not self._stopping:
-                if self._to_commit:
+            consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+            while not self.stopping:
+                if self.to_commit:
                     self._send_commits(consumer)
+                wait: float | None = _POLL_INTERVAL * 2
+                if holding:
+                    wait = self._hand_over_due(consumer, _POLL_INTERVAL * 2)
+                    if wait is None:
+                        return
                 if paused:
-                    if self._fetched - self._released <= self._low:
-                        consumer.resume(consumer.assignment())
+                    if self.fetched - self.released <= self.low:
+                        consumer.resume(self._not_held(consumer.assignment()))
                         paused = False
                     else:
                         consumer.pause(consumer.assignment())  # partitions assigned since are paused too
-                elif self._fetched - self._released >= self._high:
+                elif self.fetched - self.released >= self.high:
                     # fast handlers drain a full backlog in milliseconds: wait for that rather than pause at
                     # once, since a resume costs a refetch (hundreds of milliseconds on some brokers)
                     full_since = full_since or time.monotonic()
-                    self._space.clear()
-                    self._space_wanted = True
-                    if self._fetched - self._released < self._high or self._space.wait(_POLL_INTERVAL):
+                    self.space.clear()
+                    self.space_wanted = True
+                    if self.fetched - self.released < self.high or self.space.wait(_POLL_INTERVAL):
                         full_since = 0.0  # the handlers make progress: fetch on
                     elif time.monotonic() - full_since < _PAUSE_AFTER:
                         continue
@@ -929,7 +1086,7 @@ class _KafkaSubscription(Subscription):
                 # paused, this serves rebalance callbacks and returns nothing. One record is waited for, the
                 # rest taken as they are: consume(n, timeout) would hold a lone record until n arrive or the
                 # timeout runs out, which is the latency of every quiet topic
-                first = consumer.poll(_POLL_INTERVAL * 2)
+                first = consumer.poll(wait)
                 if first is None:
                     continue
                 batch = [first, *consumer.consume(_BATCH - 1, 0)]
@@ -938,92 +1095,228 @@ class _KafkaSubscription(Subscription):
                     err = record.error()
                     if err is None:
                         good.append(record)
-                    elif not (self._pattern and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
-                        logger.warning("kafka consumer %s (group %s): %s", self.channel, self.group, err.str())
+                    elif not (quiet_unknown and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+                        logger.warning("kafka consumer of %s: %s", self._what(), err.str())
+                if good and self.retry:
+                    good = self._hold_early(consumer, good)
                 if good:
-                    self._fetched += len(good)
-                    if not _call_soon(loop, self._on_records, good):
+                    self.fetched += len(good)
+                    if not _call_soon(loop, on_records, self, good):
                         return
         except BaseException as exc:
             error = exc
-            logger.error("kafka consumer %s (group %s) stopped: %r", self.channel, self.group, exc)
+            logger.error("kafka consumer of %s stopped: %r", self._what(), exc)
         finally:
             try:
                 consumer.close()  # revokes (see _on_revoke: the final commit) and leaves the group
             except Exception as exc:
-                logger.warning("kafka consumer %s (group %s): closing failed: %s", self.channel, self.group, exc)
-            _call_soon(loop, self._thread_finished, error)
+                logger.warning("kafka consumer of %s: closing failed: %s", self._what(), exc)
+            _call_soon(loop, self._finished, error)
+
+    def _hold_early(self, consumer: Any, records: list[Any]) -> list[Any]:
+        """The records of a retry topic that are due; the others are held, with their partition paused, until
+        they are (a record held holds its partition's later ones behind it)."""
+        now = time.time() * 1000
+        holding = self.holding
+        ready = []
+        pause = []
+        for record in records:
+            place = (record.topic(), record.partition())
+            held = holding.get(place)
+            if held is not None:  # fetched before its partition was paused: in order, behind the held ones
+                held.append((_due(record), record))
+                continue
+            due = _due(record)
+            if due > now:
+                holding[place] = deque(((due, record),))
+                pause.append(TopicPartition(*place))
+            else:
+                ready.append(record)
+        if pause:
+            consumer.pause(pause)
+        return ready
+
+    def _hand_over_due(self, consumer: Any, wait: float) -> float | None:
+        """Hand the held records that are due to the event loop and resume the partitions no longer held; returns
+        how long the next poll may wait (until the next record is due, at most ``wait``), None if the loop is gone."""
+        now = time.time() * 1000
+        ready = []
+        resume = []
+        soonest = math.inf
+        for place, held in list(self.holding.items()):
+            while held and held[0][0] <= now:
+                ready.append(held.popleft()[1])
+            if held:
+                soonest = min(soonest, held[0][0])
+            else:
+                del self.holding[place]
+                resume.append(TopicPartition(*place))
+        if resume:
+            consumer.resume(resume)  # fetching goes on after the last record held
+        if ready:
+            self.fetched += len(ready)
+            if not _call_soon(self.loop, self.subscription._on_records, self, ready):
+                return None
+        return min(wait, max(0.0, (soonest - now) / 1000))
+
+    def _not_held(self, partitions: list[Any]) -> list[Any]:
+        holding = self.holding
+        return [tp for tp in partitions if (tp.topic, tp.partition) not in holding] if holding else partitions
+
+    def _release_held(self, consumer: Any, partitions: list[Any]) -> None:
+        """Partitions revoked or lost: their held records are dropped (not handed out, they are not committed:
+        their next owner fetches them) and they are resumed (librdkafka keeps a partition paused across
+        rebalances)."""
+        if not self.holding:
+            return
+        held = [tp for tp in partitions if self.holding.pop((tp.topic, tp.partition), None) is not None]
+        if held:
+            with contextlib.suppress(KafkaException):
+                consumer.resume(held)
 
     def _send_commits(self, consumer: Any) -> None:
-        with self._commit_lock:
-            offsets, self._to_commit = self._to_commit, {}
+        with self.commit_lock:
+            offsets, self.to_commit = self.to_commit, {}
         try:
             consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True)
         except KafkaException as exc:  # e.g. during a rebalance: the revoke commits synchronously anyway
-            logger.warning("kafka consumer %s (group %s): commit failed: %s", self.channel, self.group, exc)
-
-    def _thread_finished(self, error: BaseException | None) -> None:
-        if not self._thread_done.done():
-            self._thread_done.set_result(None)
-        if error is not None and not self._closing:
-            logger.error("kafka subscription %s (group %s) is no longer consuming", self.channel, self.group)
+            logger.warning("kafka consumer of %s: commit failed: %s", self._what(), exc)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        _call_soon(self._loop, self._assign, [(tp.topic, tp.partition) for tp in partitions])
+        _call_soon(self.loop, self.subscription._assign, self, [(tp.topic, tp.partition) for tp in partitions])
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         """Let the event loop drain the revoked partitions (bounded), then commit what settled, synchronously:
         the partitions' next owner must start after it."""
+        self._release_held(consumer, partitions)
         revoked = [(tp.topic, tp.partition) for tp in partitions]
+        timeout = self.subscription._drain_timeout
         result: concurrent.futures.Future[list[tuple[str, int, int]]] = concurrent.futures.Future()
-        if not _call_soon(self._loop, self._start_revoke, revoked, result, self._drain_timeout):
+        if not _call_soon(self.loop, self.subscription._start_revoke, self, revoked, result, timeout):
             return
         try:
-            offsets = result.result(timeout=self._drain_timeout + 10)
+            offsets = result.result(timeout=timeout + 10)
         except Exception as exc:
-            logger.warning("kafka consumer %s (group %s): revoking: %r", self.channel, self.group, exc)
+            logger.warning("kafka consumer of %s: revoking: %r", self._what(), exc)
             return
-        with self._commit_lock:  # the final offsets below supersede what was queued for these partitions
+        with self.commit_lock:  # the final offsets below supersede what was queued for these partitions
             for tp in revoked:
-                self._to_commit.pop(tp, None)
+                self.to_commit.pop(tp, None)
         if offsets:
             try:
                 consumer.commit(offsets=[TopicPartition(t, p, o) for t, p, o in offsets], asynchronous=False)
             except KafkaException as exc:
                 # the next owner starts from the previous commit: some messages are handled twice
-                logger.warning(
-                    "kafka consumer %s (group %s): commit on revoke failed: %s", self.channel, self.group, exc
-                )
+                logger.warning("kafka consumer of %s: commit on revoke failed: %s", self._what(), exc)
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._release_held(consumer, partitions)
         lost = [(tp.topic, tp.partition) for tp in partitions]
-        logger.warning(
-            "kafka consumer %s (group %s): partitions lost (session timed out): %s", self.channel, self.group, lost
-        )
+        logger.warning("kafka consumer of %s: partitions lost (session timed out): %s", self._what(), lost)
         # nothing can be committed any more: no waiting, and the offsets computed are dropped
-        _call_soon(self._loop, self._start_revoke, lost, concurrent.futures.Future(), 0.0)
-        with self._commit_lock:
+        _call_soon(self.loop, self.subscription._start_revoke, self, lost, concurrent.futures.Future(), 0.0)
+        with self.commit_lock:
             for tp in lost:
-                self._to_commit.pop(tp, None)
+                self.to_commit.pop(tp, None)
 
     # -- on the event loop --
 
-    def _assign(self, partitions: list[tuple[str, int]]) -> None:
+    def _finished(self, error: BaseException | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+        if error is not None and not self.subscription._closing:
+            logger.error("kafka subscription: the consumer of %s is no longer consuming", self._what())
+
+
+def _due(record: Any) -> int:
+    """When a record of a retry topic is due (epoch ms; 0: now)."""
+    for name, value in record.headers() or ():
+        if name == RETRY_DUE:
+            return _number(None if value is None else value.decode("ascii", "replace"), 0)
+    return 0
+
+
+class _KafkaSubscription(Subscription):
+    """One consumer-group member: two confluent Consumers (the channel's topics, the retry topics), each served
+    by its own thread, and ``prefetch`` worker tasks that hand both's messages to the handler."""
+
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        channel: str,
+        group: str,
+        handler: Handler,
+        prefetch: int,
+        consumer: Any,
+        topics: list[str],
+        retry_consumer: Any,
+        retry_group: str,
+        retry_topics: list[str],
+    ) -> None:
+        self.channel = channel
+        self.group = group
+        #: the retry topics of this subscription, one per level of _RETRY_LEVELS, and the group that reads them
+        self.retry_topics = retry_topics
+        self.retry_group = retry_group
+        self._broker = broker
+        self._handler = handler
+        self._pattern = is_pattern(channel)
+        settings = broker._settings
+        self._ignored_topic = settings.dead_letter_topic
+        self._retry_prefix = settings.retry_topic_prefix + "."
+        self._loop = asyncio.get_running_loop()
+        self._ready: deque[KafkaDelivery] = deque()
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._dirty: set[_Partition] = set()
+        self._flush: asyncio.TimerHandle | None = None
+        self._commit_interval = settings.commit_interval_ms / 1000
+        self._drain_timeout = settings.drain_timeout
+        self._drained = asyncio.Event()
+        self._closing = False
+        self._stopping = False
+        self._main = _Member(self, consumer, topics, group, prefetch, retry=False)
+        self._retry = _Member(self, retry_consumer, retry_topics, retry_group, prefetch, retry=True)
+        self._members = (self._main, self._retry)
+        self._partitions = self._main.partitions
+        self._workers = [
+            self._loop.create_task(self._work(), name=f"kafka:{channel}:{group}:{i}") for i in range(prefetch)
+        ]
+        for member in self._members:
+            member.thread.start()
+
+    async def _assigned(self) -> None:
+        """Once both consumers have their first partition assignment."""
+        for member in self._members:
+            await member.assigned.wait()
+
+    # -- on the event loop --
+
+    def _assign(self, member: _Member, partitions: list[tuple[str, int]]) -> None:
+        retry_prefix, pattern = self._retry_prefix, self._pattern and not member.retry
         for topic, partition in partitions:
-            ignored = self._pattern and (topic == self._ignored_topic or topic.startswith("__"))
-            self._partitions[(topic, partition)] = _Partition(topic, partition, ignored)
-        self.assigned.set()
+            ignored = pattern and (topic == self._ignored_topic or topic.startswith(("__", retry_prefix)))
+            member.partitions[(topic, partition)] = _Partition(topic, partition, ignored, member)
+        member.assigned.set()
 
     def _start_revoke(
-        self, partitions: list[tuple[str, int]], result: concurrent.futures.Future[Any], timeout: float
+        self,
+        member: _Member,
+        partitions: list[tuple[str, int]],
+        result: concurrent.futures.Future[Any],
+        timeout: float,
     ) -> None:
-        self._loop.create_task(self._revoke(partitions, result, timeout))
+        self._loop.create_task(self._revoke(member, partitions, result, timeout))
 
     async def _revoke(
-        self, partitions: list[tuple[str, int]], result: concurrent.futures.Future[Any], timeout: float
+        self,
+        member: _Member,
+        partitions: list[tuple[str, int]],
+        result: concurrent.futures.Future[Any],
+        timeout: float,
     ) -> None:
         try:
-            states = [s for s in (self._partitions.pop(tp, None) for tp in partitions) if s is not None]
+            states = [s for s in (member.partitions.pop(tp, None) for tp in partitions) if s is not None]
             for state in states:
                 state.revoked = True
             deadline = time.monotonic() + timeout
@@ -1031,10 +1324,9 @@ class _KafkaSubscription(Subscription):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     logger.warning(
-                        "kafka consumer %s (group %s): handlers still running after drain_timeout=%g s; their "
-                        "messages go to the partitions' next owner",
-                        self.channel,
-                        self.group,
+                        "kafka consumer of %s: handlers still running after drain_timeout=%g s; their messages go "
+                        "to the partitions' next owner",
+                        member._what(),
                         self._drain_timeout,
                     )
                     break
@@ -1047,7 +1339,7 @@ class _KafkaSubscription(Subscription):
                 self._dirty.discard(state)
                 if state.commit_at is not None:  # even if sent: that asynchronous commit may not have gone out
                     offsets.append((state.topic, state.partition, state.commit_at))
-                self._release(len(state.pending))
+                self._release(member, len(state.pending))
                 state.pending.clear()
                 state.keys.clear()
             result.set_result(offsets)
@@ -1055,9 +1347,9 @@ class _KafkaSubscription(Subscription):
             result.set_exception(exc)
             raise
 
-    def _on_records(self, records: list[Any]) -> None:
-        """A batch from the consumer thread: track each offset, queue the deliveries (keys in order)."""
-        partitions, ready = self._partitions, self._ready
+    def _on_records(self, member: _Member, records: list[Any]) -> None:
+        """A batch from a consumer thread: track each offset, queue the deliveries (keys in order)."""
+        partitions, ready, retry = member.partitions, self._ready, member.retry
         topic: str | None = None
         number = -1
         state: _Partition | None = None
@@ -1077,25 +1369,28 @@ class _KafkaSubscription(Subscription):
             if state.ignored:
                 self._settle(state, offset)
                 continue
-            raw = record.headers()
-            if raw is None:
-                headers: dict[str, str] = {}
-            elif raw == last_raw:  # consecutive messages often carry the same headers (content-type...)
-                headers = last_headers
-            else:
-                headers = {k: "" if v is None else v.decode("utf-8", "replace") for k, v in raw}
-                last_raw, last_headers = raw, headers
             key = record.key()
-            delivery = KafkaDelivery(
-                self,
-                state,
-                offset,
-                key,
-                raw,
-                Message(t, record.value() or b"", headers, None if key is None else key.decode("utf-8", "replace")),
-                1,
-                record.timestamp()[1],
-            )
+            if retry:
+                delivery = self._retry_delivery(state, record)
+            else:
+                raw = record.headers()
+                if raw is None:
+                    headers: dict[str, str] = {}
+                elif raw == last_raw:  # consecutive messages often carry the same headers (content-type...)
+                    headers = last_headers
+                else:
+                    headers = {k: "" if v is None else v.decode("utf-8", "replace") for k, v in raw}
+                    last_raw, last_headers = raw, headers
+                delivery = KafkaDelivery(
+                    self,
+                    state,
+                    offset,
+                    key,
+                    raw,
+                    Message(t, record.value() or b"", headers, None if key is None else key.decode("utf-8", "replace")),
+                    1,
+                    record.timestamp()[1],
+                )
             if key is not None:
                 waiting = state.keys.get(key)
                 if waiting is not None:  # the key is busy: this one waits for its turn
@@ -1107,8 +1402,37 @@ class _KafkaSubscription(Subscription):
                 state.keys[key] = _IDLE
             ready.append(delivery)
         if dropped:
-            self._release(dropped)
+            self._release(member, dropped)
         self._wake()
+
+    def _retry_delivery(self, state: _Partition, record: Any) -> KafkaDelivery:
+        """A record of a retry topic, as the delivery of the message it is a copy of (see the module docs)."""
+        own: dict[str, str] = {}
+        raw: list[tuple[str, bytes]] = []
+        for name, value in record.headers() or ():
+            if name.startswith(_RETRY_HEADER):
+                own[name] = "" if value is None else value.decode("utf-8", "replace")
+            else:
+                raw.append((name, value))
+        key = record.key()
+        channel = own.get(RETRY_CHANNEL) or record.topic()
+        message = Message(
+            channel,
+            record.value() or b"",
+            {k: "" if v is None else v.decode("utf-8", "replace") for k, v in raw},
+            None if key is None else key.decode("utf-8", "replace"),
+        )
+        return KafkaDelivery(
+            self,
+            state,
+            record.offset(),
+            key,
+            raw or None,
+            message,
+            _number(own.get(RETRY_ATTEMPT), 1) + 1,
+            _number(own.get(RETRY_TIMESTAMP), -1),
+            (channel, _number(own.get(RETRY_PARTITION), -1), _number(own.get(RETRY_OFFSET), -1)),
+        )
 
     def _wake(self) -> None:
         idle, n = self._idle, len(self._ready)
@@ -1150,7 +1474,9 @@ class _KafkaSubscription(Subscription):
                     if state.revoked and not state.busy:
                         self._drained.set()
                 key = delivery._key
-                if key is None or delivery._nacked:  # a nacked message keeps its key's turn until its redelivery
+                # a message redelivered in this process keeps its key's turn until that redelivery; one nacked to a
+                # retry topic has left the partition, and its key goes on
+                if key is None or delivery._nacked:
                     break
                 waiting = state.keys.get(key)
                 if waiting is None:
@@ -1176,7 +1502,7 @@ class _KafkaSubscription(Subscription):
         )
 
     def _done(self, delivery: KafkaDelivery) -> None:
-        """``delivery`` was acked or dead-lettered."""
+        """``delivery`` was acked, dead-lettered or copied to a retry topic."""
         state = delivery._partition
         if not state.final:
             self._settle(state, delivery._offset)
@@ -1195,43 +1521,38 @@ class _KafkaSubscription(Subscription):
                 settled.discard(offset)
                 released += 1
         state.commit_at = offset + 1
-        self._release(released)
+        self._release(state.member, released)
         if not state.revoked:
             self._dirty.add(state)
             if self._flush is None and not self._stopping:
                 self._flush = self._loop.call_later(self._commit_interval, self._commit)
 
-    def _release(self, count: int) -> None:
-        self._released += count
-        if self._space_wanted and self._fetched - self._released <= self._low:
-            self._space_wanted = False
-            self._space.set()
+    def _release(self, member: _Member, count: int) -> None:
+        member.released += count
+        if member.space_wanted and member.fetched - member.released <= member.low:
+            member.space_wanted = False
+            member.space.set()
 
     def _commit(self) -> None:
-        """Hand the settled offsets to the consumer thread, which commits them asynchronously."""
+        """Hand the settled offsets to the consumer threads, which commit them asynchronously."""
         self._flush = None
         if self._stopping:
             return
-        with self._commit_lock:
-            for state in self._dirty:
-                if not state.revoked and state.commit_at is not None and state.commit_at != state.sent:
-                    self._to_commit[(state.topic, state.partition)] = state.sent = state.commit_at
+        for state in self._dirty:
+            if not state.revoked and state.commit_at is not None and state.commit_at != state.sent:
+                member = state.member
+                with member.commit_lock:
+                    member.to_commit[(state.topic, state.partition)] = state.sent = state.commit_at
         self._dirty.clear()
 
     def _redeliver(self, delivery: KafkaDelivery, delay: float) -> None:
+        """Hand ``delivery`` to the handler again in this process after ``delay`` (its offset stays uncommitted
+        meanwhile): a nack without a delay, or the fallback when a retry or dead-letter record could not be
+        written."""
         state = delivery._partition
         if state.revoked or self._closing:  # the offset stays uncommitted: the partition's next reader has it
             return
-        again = KafkaDelivery(
-            self,
-            state,
-            delivery._offset,
-            delivery._key,
-            delivery._headers,
-            delivery.message,
-            delivery.attempt + 1,
-            delivery._timestamp,
-        )
+        again = delivery._again()
         if delay <= 0:
             self._ready.append(again)
             self._wake()
@@ -1247,7 +1568,7 @@ class _KafkaSubscription(Subscription):
         self._timers.add(timer)
 
     async def close(self) -> None:
-        """Stop intake now; handlers already running finish first; then commit and leave the group."""
+        """Stop intake now; handlers already running finish first; then commit and leave the groups."""
         if not self._closing:
             self._closing = True
             for timer in self._timers:
@@ -1260,11 +1581,13 @@ class _KafkaSubscription(Subscription):
         # cancelled while waiting (App.stop's timeout): the workers are cancelled with it, their messages
         # stay uncommitted, and a later close() finishes the job
         await asyncio.gather(*self._workers, return_exceptions=True)
-        self._stopping = True  # the thread closes the consumer: a last revoke commits what settled
+        self._stopping = True  # the threads close the consumers: a last revoke commits what settled
+        for member in self._members:
+            member.stopping = True
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
-        await asyncio.shield(self._thread_done)
+        await asyncio.shield(asyncio.gather(*(member.done for member in self._members)))
         self._broker._subscriptions.discard(self)
 
 
@@ -1542,27 +1865,48 @@ class KafkaBroker(Broker):
     # -- subscribing --
 
     async def subscribe(self, channel: str, group: str, handler: Handler, *, prefetch: int = 16) -> Subscription:
-        """Join ``group`` on ``channel``; for a topic name, returns once this member has its first partition
-        assignment (so what is published next reaches the group's members), a pattern returns at once."""
+        """Join ``group`` on ``channel``, and the subscription's retry group on its retry topics (see the module
+        documentation); for a topic name, returns once both members have their first partition assignment (so
+        what is published next reaches the group's members), a pattern returns at once."""
         self._require_producer()
         if not channel or not group:
             raise UsageError("subscribe needs a channel (or pattern) and a group name")
-        if is_pattern(channel):
+        pattern = is_pattern(channel)
+        if pattern:
             topics = [topic_regex(channel)]
         else:
             _check_topic(channel)
-            if channel not in self._topics:
-                await self.create_topics([TopicSpec(channel)])
             topics = [channel]
+        retry_group, retry_topics = self.retry_names(group, channel)
+        # every topic exists before a consumer joins: a broker may leave a topic created later unassigned (Tansu)
+        missing = [name for name in (*retry_topics, *([] if pattern else topics)) if name not in self._topics]
+        if missing:
+            await self.create_topics([TopicSpec(name) for name in missing])
+        consumers: list[Any] = []
         try:
-            consumer = Consumer(self._consumer_config(group))
+            consumers.append(Consumer(self._consumer_config(group)))
+            # a retry group without committed offsets reads its topics from the start, whatever auto_offset_reset
+            consumers.append(Consumer({**self._consumer_config(retry_group), "auto.offset.reset": "earliest"}))
         except _DRIVER_ERRORS as exc:
+            for consumer in consumers:
+                consumer.close()
             raise self._error(exc, f"subscribing to {channel} as {group}") from exc
-        subscription = _KafkaSubscription(self, channel, group, handler, max(1, prefetch), consumer, topics)
+        subscription = _KafkaSubscription(
+            self,
+            channel,
+            group,
+            handler,
+            max(1, prefetch),
+            consumers[0],
+            topics,
+            consumers[1],
+            retry_group,
+            retry_topics,
+        )
         self._subscriptions.add(subscription)
         if not subscription._pattern:
             try:
-                await asyncio.wait_for(subscription.assigned.wait(), self._settings.timeout)
+                await asyncio.wait_for(subscription._assigned(), self._settings.timeout)
             except TimeoutError as exc:
                 await subscription.close()
                 raise BrokerError(
@@ -1572,6 +1916,35 @@ class KafkaBroker(Broker):
                 ) from exc
         return subscription
 
+    def retry_names(self, group: str, channel: str) -> tuple[str, list[str]]:
+        """The retry group and retry topics (one per delay level, shortest first) of ``group`` on ``channel``."""
+        return retry_names(self._settings.retry_topic_prefix, group, channel)
+
+    async def _write_retry(self, delivery: KafkaDelivery, subscription: _KafkaSubscription, delay: float) -> None:
+        """Append a copy of ``delivery`` to the subscription's retry topic for ``delay``, due ``delay`` seconds from
+        now, and wait for its delivery report (see the module documentation)."""
+        due = math.ceil(time.time() * 1000 + delay * 1000)
+        topic = subscription.retry_topics[_retry_level(delay)]
+        if topic not in self._topics:
+            await self.create_topics([TopicSpec(topic)])
+        channel, partition, offset = delivery._place()
+        # the original's headers as received (byte for byte), without the retry headers of an earlier copy
+        headers: list[tuple[str, str | bytes]] = [
+            (k, v) for k, v in (delivery._headers or ()) if not k.startswith(_RETRY_HEADER)
+        ]
+        headers += [
+            (RETRY_CHANNEL, channel),
+            (RETRY_PARTITION, str(partition)),
+            (RETRY_OFFSET, str(offset)),
+            (RETRY_ATTEMPT, str(delivery.attempt)),
+            (RETRY_DUE, str(due)),
+            (RETRY_GROUP, subscription.group),
+        ]
+        if delivery._timestamp >= 0:
+            headers.append((RETRY_TIMESTAMP, str(delivery._timestamp)))
+        doing = f"writing a message of {channel} to the retry topic {topic!r}"
+        await self._produce_confirmed([(topic, None, delivery.message.body, delivery._key, headers)], doing)
+
     # -- dead letters --
 
     async def _write_dead_letter(
@@ -1579,17 +1952,20 @@ class KafkaBroker(Broker):
     ) -> None:
         topic = await self._dead_letter_topic()
         message = delivery.message
-        state = delivery._partition
+        origin_topic, origin_partition, origin_offset = delivery._place()
         # the original's headers as received (byte for byte), without any that are the dead letter's own
         headers: list[tuple[str, str | bytes]] = [
             (k, v)
             for k, v in (delivery._headers or ())
-            if k not in _DLQ_HEADERS and k not in _FAILURE and k not in (DLQ_SETTLED, DLQ_SETTLED_AS)
+            if k not in _DLQ_HEADERS
+            and k not in _FAILURE
+            and k not in (DLQ_SETTLED, DLQ_SETTLED_AS)
+            and not k.startswith(_RETRY_HEADER)
         ]
         headers += [
             (DLQ_CHANNEL, message.channel),
-            (DLQ_PARTITION, str(state.partition)),
-            (DLQ_OFFSET, str(delivery._offset)),
+            (DLQ_PARTITION, str(origin_partition)),
+            (DLQ_OFFSET, str(origin_offset)),
             (DLQ_GROUP, group),
             (DLQ_REASON, reason),
             (DLQ_ATTEMPTS, str(delivery.attempt)),
@@ -1598,7 +1974,7 @@ class KafkaBroker(Broker):
             headers.append((DLQ_TIMESTAMP, str(delivery._timestamp)))
         if details:
             headers += [(k, str(v)) for k, v in details.items() if k in _FAILURE and k != DL_ORIGIN]
-        headers.append((DL_ORIGIN, f"kafka:{state.topic}/{state.partition}@{delivery._offset}"))
+        headers.append((DL_ORIGIN, f"kafka:{origin_topic}/{origin_partition}@{origin_offset}"))
         doing = f"dead-lettering a message of {message.channel}"
         await self._produce_confirmed([(topic, None, message.body, delivery._key, headers)], doing)
 
@@ -1787,6 +2163,7 @@ __all__ = [
     "TopicSpec",
     "ensure_topics",
     "is_pattern",
+    "retry_names",
     "topic_regex",
     "topic_specs",
 ]
