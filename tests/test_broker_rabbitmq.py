@@ -480,12 +480,14 @@ async def test_a_delayed_redelivery_waits_in_a_retry_queue(
     broker: RabbitBroker, raw: aio_pika.abc.AbstractChannel
 ) -> None:
     nacked_at: list[float] = []
+    nacked: list[bool] = []  # the nack returned: the retry queue exists (declared by the nack itself)
     delay = 0.7
 
     async def later(delivery: Delivery) -> None:
         if delivery.attempt == 1:
             nacked_at.append(time.monotonic())
             await delivery.nack(delay=delay)
+            nacked.append(True)
         else:
             await delivery.ack()
 
@@ -494,7 +496,7 @@ async def test_a_delayed_redelivery_waits_in_a_retry_queue(
     await broker.subscribe(channel, group, received)
     await broker.publish(message(channel, "m1"))
     retry_queue = f"{broker.queue_name(channel, group)}.retry-500ms"
-    await wait_until(lambda: _count(raw, retry_queue) if nacked_at else False, "the copy in the 500ms retry queue")
+    await wait_until(lambda: _count(raw, retry_queue) if nacked else False, "the copy in the 500ms retry queue")
     assert received.ids() == ["m1"]
     await received.wait_for(lambda: len(received.deliveries) == 2, "the delayed redelivery")
     waited = received.started_at[1] - nacked_at[0]
