@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tidings.cli import dlq  # its imports are inside its functions: no cost to other commands
 
     dlq.add_parser(commands)
+    from tidings.cli import store  # likewise: `tidings store ...` and `tidings projection ...`
+
+    store.add_parser(commands)
 
     p = commands.add_parser("version", help="print the tidings version")
     p.set_defaults(run=lambda _args: print(f"tidings {__version__}") or 0)
