@@ -366,7 +366,7 @@ async def test_postgres_replaces_a_connection_the_server_dropped(tmp_path: Path)
         store = await b.new(pool_size=1)
         assert isinstance(store, PostgresIdempotencyStore)
         await store.mark("g", "evt-1")
-        (pooled,) = store._idle  # the one pooled connection, looked at from outside
+        (pooled,) = store._pool._idle  # the one pooled connection, looked at from outside
         await b._pg("SELECT pg_terminate_backend(%s)", (pooled.info.backend_pid,))
         with pytest.raises(StoreError, match="PostgreSQL idempotency store"):
             await store.seen("g", "evt-1")

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 import orjson
 
 from tidings.errors import TidingsError, UsageError
+from tidings.pgpool import ConnectionPool
 from tidings.redact import redact_url
 
 if TYPE_CHECKING:
@@ -822,8 +823,8 @@ class PostgresIdempotencyStore(_GroupCommitted):
         self._mark_many_forever_sql = insert_many + sql.SQL("ON CONFLICT (grp, event_id) DO NOTHING")
         super().__init__()
         self._purge_sql = sql.SQL("DELETE FROM {} WHERE processed_at <= %s").format(t)
-        self._idle: list[psycopg.AsyncConnection[Any]] = []
-        self._slots = asyncio.Semaphore(pool_size)
+        self._pool = ConnectionPool(dsn, size=pool_size, connect_timeout=connect_timeout, error=self._error)
+        self._connection = self._pool.connection
         self._started = False
         self._start_lock = asyncio.Lock()
 
@@ -833,35 +834,12 @@ class PostgresIdempotencyStore(_GroupCommitted):
             "check that PostgreSQL is running and that the DSN (host, port, user, password, database) is right"
         )
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        try:
-            conn: psycopg.AsyncConnection[Any] = await self._psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout))
-            )
-        except self._psycopg.Error as exc:
-            raise self._error(exc) from exc
-        return conn
-
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A connection of the pool, in autocommit mode; dropped instead of returned if it is not clean."""
-        idle_status = self._psycopg.pq.TransactionStatus.IDLE
-        async with self._slots:
-            conn = self._idle.pop() if self._idle else await self._connect()
-            try:
-                yield conn
-            finally:
-                if self._started and not conn.closed and conn.info.transaction_status == idle_status:
-                    self._idle.append(conn)
-                else:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-
     async def start(self) -> None:
         async with self._start_lock:
             if self._started:
                 return
             self._started = True
+            self._pool.reopen()
             try:
                 async with self._connection() as conn, conn.transaction():
                     # CREATE ... IF NOT EXISTS is not safe against itself: consumers starting together would
@@ -879,10 +857,7 @@ class PostgresIdempotencyStore(_GroupCommitted):
     async def close(self) -> None:
         async with self._start_lock:
             self._started = False
-            idle, self._idle = self._idle, []
-            for conn in idle:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+            await self._pool.close()
 
     def _claim_params(self, group: str, event_id: str) -> tuple[Any, tuple[Any, ...]]:
         now = self._clock()
