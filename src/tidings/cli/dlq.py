@@ -53,7 +53,8 @@ def run_dlq(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from tidings.brokers.base import DeadLetterSelection, broker_from_url
-    from tidings.errors import TidingsError, UsageError
+    from tidings.cli.common import one_line_errors
+    from tidings.errors import UsageError
 
     console = Console(highlight=False, soft_wrap=True)
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -64,7 +65,8 @@ def run_dlq(args: argparse.Namespace) -> int:
         frozenset([*args.ids, *args.more_ids]), args.error_type, args.event_type, args.group
     )
     filtered = bool(selection.ids) or any(v is not None for v in (args.error_type, args.event_type, args.group))
-    try:
+
+    def work() -> int:
         if args.action == "show" and len(selection.ids) != 1:
             raise UsageError("dlq show takes one ID (see `tidings dlq list`)")
         if args.action in ("replay", "purge") and not (filtered or args.all):
@@ -73,14 +75,9 @@ def run_dlq(args: argparse.Namespace) -> int:
             )
         if args.action in ("replay", "purge") and filtered and args.all:
             raise UsageError("--all with a filter is ambiguous: give one or the other")
-        broker = broker_from_url(args.broker)
-        return asyncio.run(_act(args, broker, selection, console))
-    except UsageError as exc:
-        errors.print(f"tidings dlq: {exc}", markup=False)
-        return 2
-    except TidingsError as exc:
-        errors.print(f"tidings dlq: {exc}", markup=False)
-        return 1
+        return asyncio.run(_act(args, broker_from_url(args.broker), selection, console))
+
+    return one_line_errors("tidings dlq", errors, work)
 
 
 async def _act(args: argparse.Namespace, broker: Broker, selection: DeadLetterSelection, console: Any) -> int:

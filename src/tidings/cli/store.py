@@ -126,18 +126,15 @@ def _open_store(url: str) -> EventStore:
 
 
 def run_store(args: argparse.Namespace) -> int:
-    from tidings.errors import TidingsError, UsageError
+    from tidings.cli.common import one_line_errors
 
     console, errors = _consoles()
-    try:
+
+    def work() -> int:
         store = _open_store(args.store)
         return asyncio.run(_store_action(args, store, console, errors))
-    except UsageError as exc:
-        errors.print(f"tidings store {args.action}: {exc}", markup=False)
-        return 2
-    except TidingsError as exc:
-        errors.print(f"tidings store {args.action}: {exc}", markup=False)
-        return 1
+
+    return one_line_errors(f"tidings store {args.action}", errors, work)
 
 
 async def _store_action(args: argparse.Namespace, store: EventStore, console: Console, errors: Console) -> int:
@@ -253,22 +250,19 @@ async def _scavenge(store: EventStore, url: str, console: Console) -> int:
 
 
 def run_projection(args: argparse.Namespace) -> int:
-    from tidings.errors import TidingsError, UsageError
+    from tidings.cli.common import one_line_errors
     from tidings.eventstore.projection import target_from_url
 
     console, errors = _consoles()
-    try:
+
+    def work() -> int:
         projection = _load_projection(args.projection)
         target = target_from_url(args.db)
         store = _open_store(args.store)
         act = _rebuild if args.action == "rebuild" else _status
         return asyncio.run(act(args, store, projection, target, console))
-    except UsageError as exc:
-        errors.print(f"tidings projection {args.action}: {exc}", markup=False)
-        return 2
-    except TidingsError as exc:
-        errors.print(f"tidings projection {args.action}: {exc}", markup=False)
-        return 1
+
+    return one_line_errors(f"tidings projection {args.action}", errors, work)
 
 
 def _load_projection(spec: str) -> Projection:
