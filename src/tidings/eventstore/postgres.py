@@ -48,7 +48,12 @@ The price is that commits of the whole store are serialised, from the counter up
 - **one statement**: a batch of appends is one call of the PL/pgSQL function ``append_batch_v1`` (created by
   :meth:`~PostgresEventStore.start`), its own transaction (the connections are in autocommit mode): it takes the
   streams' locks, reads them, checks every append, writes and notifies in one round trip. The counter is updated
-  after the checks, so the lock covers only the inserts and the commit, never a round trip to the client;
+  after the checks, so the lock covers only the inserts and the commit, never a round trip to the client. A batch
+  of one append (a lone appender's) is one plain statement instead (``append_one``: the lock, an upsert of the
+  stream's row that checks the expected version on its newest version, the counter, the events, the NOTIFY),
+  prepared once with its generic plan kept on the group commit's own connection: planned at each call, or run
+  through PL/pgSQL, it took more than twice as long. When its check fails it writes nothing and the function
+  says how;
 - **group commit**: the appends made concurrently in one process wait for the batch in flight and then go
   together in the next (one statement, one ``INSERT ... SELECT FROM unnest(arrays)`` for all their events, one
   WAL flush). Each keeps its own outcome: every append is checked before anything is written, so one append's
@@ -462,7 +467,8 @@ $body$
 
 class PostgresEventStore(EventStore):
     """The event store in the PostgreSQL database ``dsn``, tables in ``schema`` (created if missing), through at
-    most ``pool_size`` connections (plus one per live subscription, for ``LISTEN``).
+    most ``pool_size`` connections, plus one for the appends (the group commit's) and one per live subscription (for
+    ``LISTEN``).
 
     ``poll_interval``: how often a caught-up subscription reads the log even without a notification.
     ``page_size``: the events a subscription reads at a time. ``vacuum``: whether :meth:`scavenge` runs
@@ -509,6 +515,8 @@ class PostgresEventStore(EventStore):
         self.channel = f"{schema}.appended"
         self._sql = _Statements(schema, clock is not None)
         self._idle: list[psycopg.AsyncConnection[Any]] = []
+        #: the connection the group commit writes through (one batch in flight at a time), kept apart from the pool
+        self._writer: psycopg.AsyncConnection[Any] | None = None
         self._slots = asyncio.Semaphore(pool_size)
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -559,6 +567,33 @@ class PostgresEventStore(EventStore):
                     with contextlib.suppress(Exception):
                         await conn.close()
 
+    @contextlib.asynccontextmanager
+    async def _writer_connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The group commit's own connection (only the drainer uses it), in autocommit mode; dropped if not clean.
+
+        Its statements keep their generic plans (``plan_cache_mode``): PostgreSQL otherwise plans the fast path's
+        statement again at every call (its plans with the values are estimated cheaper), which took more time than
+        running it. Its only lookups are by primary key, whatever the size of the tables; the checked path's
+        lookups by arrays are never prepared, so they are planned at each call still."""
+        conn = self._writer
+        if conn is None or conn.closed:
+            conn = await self._connect()
+            try:
+                await conn.execute("SET plan_cache_mode = force_generic_plan")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                raise
+            self._writer = conn
+        try:
+            yield conn
+        finally:
+            idle_status = self._psycopg.pq.TransactionStatus.IDLE
+            if not self._started or conn.closed or conn.info.transaction_status != idle_status:
+                self._writer = None
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
     async def _fetch(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._check_started()
         try:
@@ -607,6 +642,9 @@ class PostgresEventStore(EventStore):
             self._started = False
             self._closing.set()
             idle, self._idle = self._idle, []
+            if self._writer is not None:
+                idle.append(self._writer)
+                self._writer = None
             # closing a listener wakes the subscription waiting on it (an OperationalError, which ends it quietly)
             listeners, self._listeners = self._listeners, set()
             for conn in [*idle, *listeners]:
@@ -665,7 +703,7 @@ class PostgresEventStore(EventStore):
         ids = [event.event_id for unit in batch for _, events, _ in unit.appends for event in events]
         locks = sorted({self._lock_key(name) for name in names})
         errors = self._psycopg.errors
-        async with self._connection() as conn:
+        async with self._writer_connection() as conn:
             # the fast path: new event ids (an id twice in the batch is a duplicate, or a replay, for _plan)
             if len(set(ids)) == len(ids):
                 try:
@@ -764,6 +802,11 @@ class PostgresEventStore(EventStore):
         the function ``append_batch`` takes the locks, checks and writes; None if an event id is already in the
         store (a retry, a duplicate), in which case it wrote nothing and :func:`_plan` must decide."""
         appends = [(unit_no, append) for unit_no, unit in enumerate(batch) for append in unit.appends]
+        if len(appends) == 1:
+            one = await self._write_one(conn, appends[0][1], locks[0], ids)
+            if one is not None:
+                return [[one]]
+            # the stream is not where the append expects it (or is deleted): the function says how
         event_append = [i for i, (_, (_, events, _)) in enumerate(appends, 1) for _ in events]
         event_offset = [k for _, (_, events, _) in appends for k in range(len(events))]
         every = [event for _, (_, events, _) in appends for event in events]
@@ -805,6 +848,51 @@ class PostgresEventStore(EventStore):
                 )
             # _FAST_NOT_TRIED: another append of the unit failed (its error is the unit's)
         return outcomes
+
+    async def _write_one(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        append: tuple[str, Sequence[NewEvent], ExpectedVersion],
+        lock: int,
+        ids: list[str],
+    ) -> AppendResult | None:
+        """A batch of one append, in one plain statement (its own transaction): None if the stream is not where
+        ``expected`` says (nothing written); an event id already in the store raises UniqueViolation."""
+        stream_id, events, expected = append
+        n = len(events)
+        params: dict[str, Any] = {
+            "lock": lock,
+            "stream": stream_id,
+            "n": n,
+            "expected": expected if isinstance(expected, int) else _EXPECTED_CODES[expected],
+            "now": self._clock() if self._clock is not None else None,
+            "channel": self.channel,
+        }
+        if n == 1:
+            event = events[0]
+            params.update(
+                ids=event.event_id,
+                types=event.event_type,
+                schema_versions=event.schema_version,
+                datas=event.data,
+                metas=event.metadata,
+            )
+            query = self._sql.append_one_event
+        else:
+            params.update(
+                ids=ids,
+                types=[e.event_type for e in events],
+                schema_versions=[e.schema_version for e in events],
+                datas=[e.data for e in events],
+                metas=[e.metadata for e in events],
+            )
+            query = self._sql.append_one
+        cursor = await conn.execute(query, params)
+        row = await cursor.fetchone()
+        if row is None:
+            return None
+        version, position = int(row[0]), int(row[1])
+        return AppendResult(stream_id, version - n + 1, version, position - n + 1, position)
 
     def _lock_key(self, stream_id: str) -> int:
         digest = hashlib.blake2b(f"{self.schema}\x00{stream_id}".encode(), digest_size=8).digest()
@@ -1042,6 +1130,45 @@ class _Statements:
         self.append_batch = q(
             "SELECT * FROM {append_batch}(%b::bigint[], %b::int[], %b::text[], %b::int[], %b::int[], %b::int[], "
             "%b::int[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::bytea[], %s::float8, %s::text)"
+        )
+        # the fast path of a batch of one append (a lone appender's): one plain statement, prepared, whose generic
+        # plan the writer's connection keeps (see PostgresEventStore._writer). The stream's lock first (an InitPlan,
+        # run before the upsert's row), then the upsert, which checks ``expected`` (-1 any, -2 no stream, -3 stream
+        # exists, else the version) against the row's latest version whatever the statement's snapshot (ON CONFLICT
+        # DO UPDATE locks and reads the newest row); a stream that must exist is inserted only if a row is seen (rows
+        # of ``streams`` are never deleted, so the insert then always meets it). Then the log's counter (its row lock
+        # held until the commit, the UPDATE reading the newest row too), the events, the NOTIFY. No row back: the
+        # check failed (the function says how); an event id already in the store fails the insert (UniqueViolation)
+        append_one = (
+            "WITH l AS (SELECT pg_advisory_xact_lock(%(lock)s::bigint)), "
+            "s AS (INSERT INTO {streams} AS s (stream_id, version) SELECT %(stream)s::text, %(n)s::int "
+            "WHERE (SELECT count(*) FROM l) = 1 AND (%(expected)s::int IN (-1, -2, 0) "
+            "OR EXISTS (SELECT FROM {streams} AS k WHERE k.stream_id = %(stream)s::text)) "
+            "ON CONFLICT (stream_id) DO UPDATE SET version = s.version + EXCLUDED.version "
+            "WHERE NOT s.hard_deleted AND CASE %(expected)s::int WHEN -1 THEN true WHEN -2 THEN s.version = 0 "
+            "WHEN -3 THEN s.version > 0 ELSE s.version = %(expected)s::int END RETURNING s.version), "
+            "c AS (UPDATE {log} SET last_position = last_position + %(n)s::int WHERE (SELECT count(*) FROM s) = 1 "
+            f"RETURNING last_position, {now_param} AS now), "
+            "w AS (INSERT INTO {events} (position, stream_id, version, event_id, event_type, schema_version, data, "
+            "metadata, recorded_at) "
+            "SELECT c.last_position - %(n)s::int + u.o, %(stream)s::text, s.version - %(n)s::int + u.o::int, u.id, "
+            "u.t, u.s, u.d, u.m, c.now FROM c, s, EVENTS AS u (id, t, s, d, m, o)) "
+            "SELECT s.version, c.last_position, pg_notify(%(channel)s::text, '') FROM s, c"
+        )
+        self.append_one = q(
+            append_one.replace(
+                "EVENTS",
+                "unnest(%(ids)b::text[], %(types)b::text[], %(schema_versions)b::text[], %(datas)b::bytea[], "
+                "%(metas)b::bytea[]) WITH ORDINALITY",
+            )
+        )
+        # ... and of one event: its fields as they are (psycopg dumps an array element by element, in Python)
+        self.append_one_event = q(
+            append_one.replace(
+                "EVENTS",
+                "(VALUES (%(ids)s::text, %(types)s::text, %(schema_versions)s::text, %(datas)b::bytea, "
+                "%(metas)b::bytea, 1::bigint))",
+            )
         )
         self.select_streams = q(
             "SELECT stream_id, version, deleted_before, hard_deleted FROM {streams} WHERE stream_id = ANY(%b::text[])"
