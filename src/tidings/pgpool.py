@@ -68,7 +68,10 @@ class ConnectionPool:
                 await conn.close()
 
     def reopen(self) -> None:
+        """Take connections back again (after close()); the slots are new, as asyncio's primitives belong to the
+        event loop they first wait in, and a store may be started again in another one."""
         self.open = True
+        self._slots = asyncio.Semaphore(self.size)
 
 
 __all__ = ["ConnectionPool"]

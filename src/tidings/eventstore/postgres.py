@@ -120,6 +120,7 @@ from tidings.eventstore.base import (
     StreamMetadata,
     WrongExpectedVersion,
 )
+from tidings.pgpool import ConnectionPool
 from tidings.redact import redact_url
 
 if TYPE_CHECKING:
@@ -514,10 +515,11 @@ class PostgresEventStore(EventStore):
         self._clock = clock
         self.channel = f"{schema}.appended"
         self._sql = _Statements(schema, clock is not None)
-        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._pool = ConnectionPool(dsn, size=pool_size, connect_timeout=connect_timeout, error=self._error)
+        self._connect = self._pool.connect
+        self._connection = self._pool.connection
         #: the connection the group commit writes through (one batch in flight at a time), kept apart from the pool
         self._writer: psycopg.AsyncConnection[Any] | None = None
-        self._slots = asyncio.Semaphore(pool_size)
         self._started = False
         self._start_lock = asyncio.Lock()
         self._pending: collections.deque[_Unit] = collections.deque()
@@ -542,30 +544,6 @@ class PostgresEventStore(EventStore):
                 "; check that PostgreSQL is running and that the DSN (host, port, user, password, database) is right"
             )
         return EventStoreError(message)
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        try:
-            conn: psycopg.AsyncConnection[Any] = await self._psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout))
-            )
-        except self._psycopg.Error as exc:
-            raise self._error(exc) from exc
-        return conn
-
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A connection of the pool, in autocommit mode; dropped instead of returned if it is not clean."""
-        idle_status = self._psycopg.pq.TransactionStatus.IDLE
-        async with self._slots:
-            conn = self._idle.pop() if self._idle else await self._connect()
-            try:
-                yield conn
-            finally:
-                if self._started and not conn.closed and conn.info.transaction_status == idle_status:
-                    self._idle.append(conn)
-                else:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
 
     @contextlib.asynccontextmanager
     async def _writer_connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -617,7 +595,7 @@ class PostgresEventStore(EventStore):
             # new ones in each start: asyncio's primitives belong to the event loop they first wait in, and a
             # store may be closed and started again in another one
             self._closing = asyncio.Event()
-            self._slots = asyncio.Semaphore(self.pool_size)
+            self._pool.reopen()
             try:
                 async with self._connection() as conn, conn.transaction():
                     # CREATE ... IF NOT EXISTS is not safe against itself: processes starting together would fail
@@ -641,13 +619,12 @@ class PostgresEventStore(EventStore):
                     await asyncio.shield(drainer)
             self._started = False
             self._closing.set()
-            idle, self._idle = self._idle, []
-            if self._writer is not None:
-                idle.append(self._writer)
-                self._writer = None
+            await self._pool.close()
+            own = [self._writer] if self._writer is not None else []
+            self._writer = None
             # closing a listener wakes the subscription waiting on it (an OperationalError, which ends it quietly)
             listeners, self._listeners = self._listeners, set()
-            for conn in [*idle, *listeners]:
+            for conn in [*own, *listeners]:
                 with contextlib.suppress(Exception):
                     await conn.close()
 
