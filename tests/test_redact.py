@@ -28,6 +28,9 @@ channels: {}
     ("url", "expected"),
     [
         ("amqp://guest:guest@localhost:5672/", "amqp://guest:***@localhost:5672/"),
+        # PostgreSQL's key/value connection strings, quoted or not
+        ("host=db user=app password=s3cret dbname=x", "host=db user=app password=*** dbname=x"),
+        ("host=db password='it\\'s a secret' port=5432", "host=db password=*** port=5432"),
         ("redis://:pw@h:6379/0", "redis://***@h:6379/0"),
         ("https://h/x?token=abc&a=1", "https://h/x?token=***&a=1"),
         ("kafka.example.com:9092", "kafka.example.com:9092"),

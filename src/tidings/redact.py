@@ -17,10 +17,17 @@ _SECRET_PARAMS = re.compile(
 )
 
 
+# libpq's key/value form of a connection string: host=db password=s3cret, or password='it\\'s quoted'
+# (a word of its own, after the start or a space: in a URL's query the secret parameters above take it)
+_KEY_VALUE_PASSWORD = re.compile(r"(?i)((?:^|(?<=\s))password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+
+
 def redact_url(text: str) -> str:
-    """``text`` with any password in a URL's userinfo, and secret-looking query parameters, masked."""
+    """``text`` with any password in a URL's userinfo, secret-looking query parameters, and a ``password=``
+    of a key/value connection string (PostgreSQL's ``host=db password=...``) masked."""
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m["user"] else f"{m['scheme']}***@", text)
-    return _SECRET_PARAMS.sub(r"\1***", text)
+    text = _SECRET_PARAMS.sub(r"\1***", text)
+    return _KEY_VALUE_PASSWORD.sub(r"\1***", text)
 
 
 __all__ = ["redact_url"]

@@ -128,7 +128,6 @@ if TYPE_CHECKING:
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
-_DSN_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 #: a batch of the group commit holds at most this many events (an append bigger than that goes alone)
 _BATCH_EVENTS = 5000
@@ -142,11 +141,6 @@ _EXPECTED_CODES: dict[str, int] = {ANY: -1, NO_STREAM: -2, STREAM_EXISTS: -3}
 #: what append_batch says of each append
 _FAST_APPENDED, _FAST_WRONG_VERSION, _FAST_DELETED, _FAST_NOT_TRIED, _FAST_KNOWN_ID = 0, 1, 2, 3, 4
 _EVENT_COLUMNS = "stream_id, version, position, event_id, event_type, schema_version, data, metadata, recorded_at"
-
-
-def _redact_dsn(text: str) -> str:
-    """``redact_url`` for URLs, plus ``password=...`` in a key/value DSN (``host=db password=s3cret``)."""
-    return _DSN_PASSWORD.sub(r"\1***", redact_url(text))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -531,13 +525,13 @@ class PostgresEventStore(EventStore):
         self._generation = 0
 
     def __repr__(self) -> str:
-        return f"PostgresEventStore({_redact_dsn(self.dsn)!r}, schema={self.schema!r})"
+        return f"PostgresEventStore({redact_url(self.dsn)!r}, schema={self.schema!r})"
 
     # -- connections --
 
     def _error(self, exc: BaseException) -> EventStoreError:
-        message = f"PostgreSQL event store at {_redact_dsn(self.dsn)} (schema {self.schema}): "
-        message += _redact_dsn(_one_line(exc))
+        message = f"PostgreSQL event store at {redact_url(self.dsn)} (schema {self.schema}): "
+        message += redact_url(_one_line(exc))
         if isinstance(exc, self._psycopg.OperationalError):
             # connecting, or the connection lost: what the user can check (other errors speak for themselves)
             message += (

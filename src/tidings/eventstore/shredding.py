@@ -110,7 +110,6 @@ DEFAULT_CACHE_SIZE: Final = 10_000
 DEFAULT_CACHE_TTL: Final = 60.0
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DSN_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
 #: SQLite's limit on the number of ``?`` in a statement is 32766 today, 999 in old builds: stay below both
 _SQLITE_CHUNK: Final = 500
 
@@ -624,10 +623,6 @@ class SqliteKeyStore(_CachedKeyStore):
             self._cache.clear()
 
 
-def _redact_dsn(text: str) -> str:
-    return _DSN_PASSWORD.sub(r"\1***", redact_url(text))
-
-
 class PostgresKeyStore(_CachedKeyStore):
     """Keys in the table ``table`` (``schema.table`` allowed; created if missing) of the PostgreSQL database
     ``dsn``, through one connection (psycopg 3, async; key look-ups are rare behind the cache)::
@@ -691,13 +686,13 @@ class PostgresKeyStore(_CachedKeyStore):
         ).format(t, now)
 
     def __repr__(self) -> str:
-        return f"PostgresKeyStore({_redact_dsn(self.dsn)!r}, table={self.table!r})"
+        return f"PostgresKeyStore({redact_url(self.dsn)!r}, table={self.table!r})"
 
     def _where(self) -> str:
-        return f"PostgreSQL key store {self.table!r} at {_redact_dsn(self.dsn)}"
+        return f"PostgreSQL key store {self.table!r} at {redact_url(self.dsn)}"
 
     def _error(self, exc: BaseException) -> KeyStoreError:
-        return KeyStoreError(f"{self._where()}: {_redact_dsn(_one_line(str(exc)) or type(exc).__name__)}")
+        return KeyStoreError(f"{self._where()}: {redact_url(_one_line(str(exc)) or type(exc).__name__)}")
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:

@@ -747,13 +747,6 @@ class RedisIdempotencyStore(_GroupCommitted):
 
 # -- PostgreSQL --
 
-_DSN_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
-
-
-def _redact_dsn(text: str) -> str:
-    """``redact_url`` for URLs, plus ``password=...`` in a key/value DSN (``host=db password=s3cret``)."""
-    return _DSN_PASSWORD.sub(r"\1***", redact_url(text))
-
 
 class PostgresIdempotencyStore(_GroupCommitted):
     """Marks in the table ``table`` (created if missing; ``schema.table`` allowed) of the PostgreSQL database
@@ -830,7 +823,7 @@ class PostgresIdempotencyStore(_GroupCommitted):
 
     def _error(self, exc: BaseException) -> StoreError:
         return StoreError(
-            f"PostgreSQL idempotency store at {_redact_dsn(self.dsn)}: {_redact_dsn(_one_line(exc))}; "
+            f"PostgreSQL idempotency store at {redact_url(self.dsn)}: {redact_url(_one_line(exc))}; "
             "check that PostgreSQL is running and that the DSN (host, port, user, password, database) is right"
         )
 
