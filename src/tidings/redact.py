@@ -17,7 +17,7 @@ _SECRET_PARAMS = re.compile(
 )
 
 
-# libpq's key/value form of a connection string: host=db password=s3cret, or password='it\\'s quoted'
+# libpq's key/value form of a connection string: host=db password=s3cret, or password='it\'s quoted'
 # (a word of its own, after the start or a space: in a URL's query the secret parameters above take it)
 _KEY_VALUE_PASSWORD = re.compile(r"(?i)((?:^|(?<=\s))password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
 
