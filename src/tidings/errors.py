@@ -24,6 +24,13 @@ class TidingsError(Exception):
     """Root of every error raised by tidings."""
 
 
+def one_line(error: BaseException | str) -> str:
+    """An error's text folded onto one line, without its closing period (a message goes on after it with
+    "; what to do"); the error's type name when it has no text."""
+    text = " ".join(str(error).split()).rstrip(".")
+    return text or (type(error).__name__ if isinstance(error, BaseException) else "")
+
+
 def describe_error(error: BaseException) -> str:
     """``TypeName: message`` on one line, for logs, reasons and headers (a multi-line message is folded)."""
     text = " ".join(str(error).split())
@@ -91,4 +98,5 @@ __all__ = [
     "TidingsError",
     "UsageError",
     "describe_error",
+    "one_line",
 ]

@@ -103,7 +103,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from tidings.errors import UsageError
+from tidings.errors import UsageError, one_line
 from tidings.eventstore.base import (
     ANY,
     NO_STREAM,
@@ -141,10 +141,6 @@ _EXPECTED_CODES: dict[str, int] = {ANY: -1, NO_STREAM: -2, STREAM_EXISTS: -3}
 #: what append_batch says of each append
 _FAST_APPENDED, _FAST_WRONG_VERSION, _FAST_DELETED, _FAST_NOT_TRIED, _FAST_KNOWN_ID = 0, 1, 2, 3, 4
 _EVENT_COLUMNS = "stream_id, version, position, event_id, event_type, schema_version, data, metadata, recorded_at"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
 
 
 class _Stream:
@@ -531,7 +527,7 @@ class PostgresEventStore(EventStore):
 
     def _error(self, exc: BaseException) -> EventStoreError:
         message = f"PostgreSQL event store at {redact_url(self.dsn)} (schema {self.schema}): "
-        message += redact_url(_one_line(exc))
+        message += redact_url(one_line(exc))
         if isinstance(exc, self._psycopg.OperationalError):
             # connecting, or the connection lost: what the user can check (other errors speak for themselves)
             message += (

@@ -87,7 +87,7 @@ import orjson
 from pydantic import BaseModel, GetCoreSchemaHandler
 from pydantic_core import CoreSchema
 
-from tidings.errors import TidingsError, UsageError
+from tidings.errors import TidingsError, UsageError, one_line
 from tidings.redact import redact_url
 
 if TYPE_CHECKING:
@@ -126,10 +126,6 @@ class SubjectErasedError(ShreddingError):
 
 class KeyStoreError(ShreddingError):
     """The key store could not do what was asked (database unreachable, locked, altered...)."""
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split()).rstrip(".")
 
 
 def _check_subject(subject: object) -> str:
@@ -544,7 +540,7 @@ class SqliteKeyStore(_CachedKeyStore):
                 if self._conn is not None and self._conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         self._conn.execute("ROLLBACK")
-                raise KeyStoreError(f"{self._where()}: {_one_line(str(exc))}") from exc
+                raise KeyStoreError(f"{self._where()}: {one_line(str(exc))}") from exc
 
         return await asyncio.get_running_loop().run_in_executor(thread, call)
 
@@ -692,7 +688,7 @@ class PostgresKeyStore(_CachedKeyStore):
         return f"PostgreSQL key store {self.table!r} at {redact_url(self.dsn)}"
 
     def _error(self, exc: BaseException) -> KeyStoreError:
-        return KeyStoreError(f"{self._where()}: {redact_url(_one_line(str(exc)) or type(exc).__name__)}")
+        return KeyStoreError(f"{self._where()}: {redact_url(one_line(exc))}")
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
@@ -850,7 +846,7 @@ class Shredder:
                 plain = orjson.dumps(value)
             except orjson.JSONEncodeError as exc:
                 raise UsageError(
-                    f"field {name!r} of subject {subject!r} cannot be encoded as JSON ({_one_line(str(exc))}): "
+                    f"field {name!r} of subject {subject!r} cannot be encoded as JSON ({one_line(str(exc))}): "
                     "pass the model's model_dump(mode='json')"
                 ) from None
             nonce = os.urandom(_NONCE_SIZE)

@@ -112,7 +112,7 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
-from tidings.errors import UsageError
+from tidings.errors import UsageError, one_line
 from tidings.eventstore.base import (
     ANY,
     NO_STREAM,
@@ -271,11 +271,6 @@ _WRITER_CACHE_KIB = 32768
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 _OP_ERRORS = (EventStoreError, UsageError, ValueError, TypeError, OverflowError)
 _ARGUMENT_ERRORS = (sqlite3.ProgrammingError, sqlite3.InterfaceError)
-
-
-def _one_line(exc: BaseException) -> str:
-    # one line, and no trailing period: the message goes on with "; what to do"
-    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -452,7 +447,7 @@ class SqliteEventStore(EventStore):
     # -- errors --
 
     def _error(self, exc: BaseException) -> EventStoreError:
-        detail = _one_line(exc)
+        detail = one_line(exc)
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF if isinstance(exc, sqlite3.Error) else 0
         if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or (code == 0 and "locked" in detail):
             hint = (
@@ -819,7 +814,7 @@ class SqliteEventStore(EventStore):
             failure: BaseException = exc
         except _ARGUMENT_ERRORS as exc:
             failure = UsageError(
-                f"SQLite event store {self.path}: {_one_line(exc)}; an event is a NewEvent of str ids and types "
+                f"SQLite event store {self.path}: {one_line(exc)}; an event is a NewEvent of str ids and types "
                 "and bytes bodies"
             )
         else:
@@ -963,7 +958,7 @@ class SqliteEventStore(EventStore):
             found = self._known(conn, stream_id, events)
             if not found:  # a NOT NULL column given None
                 raise UsageError(
-                    f"stream {stream_id!r}: {_one_line(exc)}; every field of a NewEvent is required"
+                    f"stream {stream_id!r}: {one_line(exc)}; every field of a NewEvent is required"
                 ) from exc
             return _judge_retry(stream_id, events, found)
         if version == 0:  # the stream's first events: its row (counted by stats(), kept after a scavenge)

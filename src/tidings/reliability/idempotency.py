@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import orjson
 
-from tidings.errors import TidingsError, UsageError
+from tidings.errors import TidingsError, UsageError, one_line
 from tidings.pgpool import ConnectionPool
 from tidings.redact import redact_url
 
@@ -143,11 +143,6 @@ def _check_ttl(ttl: float | None) -> float | None:
     if ttl is not None and not ttl > 0:
         raise UsageError(f"ttl must be a positive number of seconds or None (never expire), not {ttl!r}")
     return None if ttl is None else float(ttl)
-
-
-def _one_line(exc: BaseException) -> str:
-    # one line, and no trailing period: the message goes on with "; what to do"
-    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
 
 
 def _import_driver(module: str, store: str, extra: str) -> Any:
@@ -377,7 +372,7 @@ class SqliteIdempotencyStore(_GroupCommitted):
         super().__init__()
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
-        detail = _one_line(exc)
+        detail = one_line(exc)
         if "locked" in detail or "busy" in detail:
             hint = (
                 f"another connection held the write lock longer than busy_timeout ({self.busy_timeout:g} s): "
@@ -680,7 +675,7 @@ class RedisIdempotencyStore(_GroupCommitted):
 
     def _error(self, exc: BaseException) -> StoreError:
         return StoreError(
-            f"Redis idempotency store at {redact_url(self.url)}: {redact_url(_one_line(exc))}; "
+            f"Redis idempotency store at {redact_url(self.url)}: {redact_url(one_line(exc))}; "
             "check that Redis is running and that the URL (host, port, password) is right"
         )
 
@@ -695,7 +690,7 @@ class RedisIdempotencyStore(_GroupCommitted):
         try:
             client = self._redis.from_url(self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
         except ValueError as exc:  # a malformed URL
-            raise UsageError(f"not a Redis URL: {redact_url(self.url)} ({_one_line(exc)})") from exc
+            raise UsageError(f"not a Redis URL: {redact_url(self.url)} ({one_line(exc)})") from exc
         try:
             await client.ping()  # fail at start, with a clear message, rather than at the first event
         except RedisError as exc:
@@ -823,7 +818,7 @@ class PostgresIdempotencyStore(_GroupCommitted):
 
     def _error(self, exc: BaseException) -> StoreError:
         return StoreError(
-            f"PostgreSQL idempotency store at {redact_url(self.dsn)}: {redact_url(_one_line(exc))}; "
+            f"PostgreSQL idempotency store at {redact_url(self.dsn)}: {redact_url(one_line(exc))}; "
             "check that PostgreSQL is running and that the DSN (host, port, user, password, database) is right"
         )
 
