@@ -59,6 +59,19 @@ class ConnectionPool:
                     with contextlib.suppress(Exception):
                         await conn.close()
 
+    async def create(self, name: str, statements: list[Any]) -> None:
+        """Run the ``CREATE ... IF NOT EXISTS`` statements of a schema, one process at a time.
+
+        ``IF NOT EXISTS`` is not safe against itself: stores starting together would fail on the catalog's
+        unique indexes, so they take turns on an advisory lock named after what they create."""
+        try:
+            async with self.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tidings:{name}",))
+                for statement in statements:
+                    await conn.execute(statement)
+        except self._psycopg.Error as exc:
+            raise self._error(exc) from exc
+
     async def close(self) -> None:
         """Close the idle connections; those in use are closed when they come back."""
         self.open = False

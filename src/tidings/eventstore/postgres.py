@@ -587,15 +587,7 @@ class PostgresEventStore(EventStore):
             self._closing = asyncio.Event()
             self._pool.reopen()
             try:
-                async with self._connection() as conn, conn.transaction():
-                    # CREATE ... IF NOT EXISTS is not safe against itself: processes starting together would fail
-                    # on the catalog's unique indexes, so they take turns
-                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tidings:{self.schema}",))
-                    for statement in self._sql.schema:
-                        await conn.execute(statement)
-            except self._psycopg.Error as exc:
-                self._started = False
-                raise self._error(exc) from exc
+                await self._pool.create(self.schema, self._sql.schema)
             except BaseException:
                 self._started = False
                 raise

@@ -829,15 +829,7 @@ class PostgresIdempotencyStore(_GroupCommitted):
             self._started = True
             self._pool.reopen()
             try:
-                async with self._connection() as conn, conn.transaction():
-                    # CREATE ... IF NOT EXISTS is not safe against itself: consumers starting together would
-                    # fail on the catalog's unique index, so they take turns
-                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tidings:{self.table}",))
-                    for statement in self._schema:
-                        await conn.execute(statement)
-            except self._psycopg.Error as exc:
-                self._started = False
-                raise self._error(exc) from exc
+                await self._pool.create(self.table, self._schema)
             except BaseException:
                 self._started = False
                 raise
