@@ -45,6 +45,7 @@ from tidings.brokers.rabbitmq import RabbitBroker
 from tidings.errors import UsageError
 from tidings.testing import BrokerContract
 from tidings.testing.broker_contract import Recorder, message, message_id
+from tidings.testing.services import unavailable
 
 SEED = Path(__file__).resolve().parents[1] / "examples" / "user-service.asyncapi.yaml"
 TIMEOUT = 15.0
@@ -641,7 +642,7 @@ def connection_pids(name_part: str) -> list[str]:
 
 async def test_a_closed_connection_is_reopened_and_nothing_is_lost(amqp_url: str) -> None:
     if shutil.which("rabbitmqctl") is None:
-        pytest.skip("needs rabbitmqctl to close the connections from RabbitMQ's side")
+        unavailable("needs rabbitmqctl to close the connections from RabbitMQ's side")
     exchange, channel, group = unique("reconnect"), unique("orders"), unique("g")
     received = recorder()
     async with RabbitBroker(amqp_url, exchange=exchange, reconnect_delay=0.05) as broker:
@@ -663,7 +664,7 @@ async def test_a_closed_connection_is_reopened_and_nothing_is_lost(amqp_url: str
 
 async def test_a_handler_running_when_the_connection_drops_is_redelivered(amqp_url: str) -> None:
     if shutil.which("rabbitmqctl") is None:
-        pytest.skip("needs rabbitmqctl to close the connections from RabbitMQ's side")
+        unavailable("needs rabbitmqctl to close the connections from RabbitMQ's side")
     exchange, channel = unique("reconnect"), unique("orders")
     started = asyncio.Event()
     outcomes: list[str] = []
@@ -693,7 +694,7 @@ async def test_a_handler_running_when_the_connection_drops_is_redelivered(amqp_u
 
 async def test_closing_the_broker_while_reconnecting_does_not_hang(amqp_url: str) -> None:
     if shutil.which("rabbitmqctl") is None:
-        pytest.skip("needs rabbitmqctl to close the connections from RabbitMQ's side")
+        unavailable("needs rabbitmqctl to close the connections from RabbitMQ's side")
     exchange = unique("reconnect")
     broker = RabbitBroker(amqp_url, exchange=exchange, reconnect_delay=0.05)
     await broker.start()

@@ -159,10 +159,8 @@ def sqlite_checkpoint(path: Path, name: str = "counts") -> int:
 
 
 def sqlite_store_class() -> Any:
-    try:
-        from tidings.eventstore.sqlite import SqliteEventStore
-    except ImportError:
-        pytest.skip("tidings.eventstore.sqlite.SqliteEventStore does not exist yet (written in another session)")
+    from tidings.eventstore.sqlite import SqliteEventStore
+
     return SqliteEventStore
 
 

@@ -44,6 +44,7 @@ from tidings.events.event import Event
 from tidings.reliability.idempotency import SqliteIdempotencyStore, StoreError
 from tidings.reliability.outbox import Outbox, OutboxError, OutboxRelay
 from tidings.reliability.retry import RetryPolicy
+from tidings.testing.services import unavailable
 from tidings.testing.wrap import BrokerWrapper
 
 BUSY = 0.3  # the broker's busy timeout in these tests (seconds)
@@ -167,7 +168,7 @@ def holders() -> Iterator[Callable[[Path], LockHolder]]:
 
 def _need_root(what: str) -> None:
     if os.geteuid() != 0:
-        pytest.skip(f"{what} needs root (mount)")
+        unavailable(f"{what} needs root (mount)")
 
 
 def _unmount(point: Path) -> None:
@@ -185,7 +186,7 @@ class SmallDisk:
             ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(root)], capture_output=True, text=True
         )
         if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+            unavailable(f"cannot mount a tmpfs here: {done.stderr.strip()}")
         self.filler = root / "filler"
 
     def fill(self) -> int:
@@ -239,14 +240,14 @@ class FailingDisk:
             image.truncate(16 << 20)
         made = subprocess.run(["mkfs.ext4", "-q", "-F", str(self.image)], capture_output=True, text=True)
         if made.returncode != 0:
-            pytest.skip(f"cannot make an ext4 image: {made.stderr.strip()}")
+            unavailable(f"cannot make an ext4 image: {made.stderr.strip()}")
         self.mounted = False
         self._mount()
 
     def _mount(self) -> None:
         done = subprocess.run(["mount", "-o", "loop", str(self.image), str(self.root)], capture_output=True, text=True)
         if done.returncode != 0:
-            pytest.skip(f"cannot mount an ext4 image on a loop device: {done.stderr.strip()}")
+            unavailable(f"cannot mount an ext4 image on a loop device: {done.stderr.strip()}")
         self.mounted = True
 
     def fail(self) -> None:
@@ -269,7 +270,7 @@ class FailingDisk:
 def failing_disk(tmp_path: Path) -> Iterator[FailingDisk]:
     _need_root("an ext4 loop device")
     if shutil.which("mkfs.ext4") is None:
-        pytest.skip("mkfs.ext4 is not installed")
+        unavailable("mkfs.ext4 is not installed")
     disk = FailingDisk(tmp_path)
     try:
         yield disk

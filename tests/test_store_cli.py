@@ -26,10 +26,8 @@ Cli = Callable[..., CliRun]
 
 
 def sqlite_store(path: Path) -> EventStore:
-    try:
-        from tidings.eventstore.sqlite import SqliteEventStore
-    except ImportError:
-        pytest.skip("tidings.eventstore.sqlite.SqliteEventStore does not exist yet (written in another session)")
+    from tidings.eventstore.sqlite import SqliteEventStore
+
     store: EventStore = SqliteEventStore(path)
     return store
 
