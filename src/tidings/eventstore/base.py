@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Literal, NamedTuple, Self
+from typing import Literal, NamedTuple, Protocol, Self, TypeVar
 
 from tidings.errors import TidingsError
 
@@ -108,6 +108,55 @@ class DuplicateEventError(EventStoreError):
 
 class StreamDeleted(EventStoreError):
     """The stream was deleted (hard): it cannot be read or appended to."""
+
+
+class StoredEvent(Protocol):
+    """What :func:`judge_retry` needs of an event already stored (a :class:`RecordedEvent`, a backend's row)."""
+
+    @property
+    def stream_id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def schema_version(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def metadata(self) -> bytes: ...
+
+
+S = TypeVar("S", bound=StoredEvent)
+
+
+def judge_retry(stream_id: str, events: Sequence[NewEvent], stored: Sequence[S | None]) -> tuple[S, S]:
+    """An append whose event ids are already stored (``stored[i]`` is the stored event of ``events[i]``, None if
+    that id is new) is a retry when every id is stored, in this stream, at consecutive versions, in this order,
+    with the same content: then the first and last stored events, from which the original result is made.
+    Anything else is a :class:`DuplicateEventError` saying what differs. The rule of every backend."""
+    if any(found is None for found in stored):
+        raise DuplicateEventError(
+            f"stream {stream_id!r}: some of these event ids are already stored, some are not (a partial overlap)"
+        )
+    rows = [found for found in stored if found is not None]
+    for offset, (found, event) in enumerate(zip(rows, events, strict=True)):
+        if found.stream_id != stream_id:
+            raise DuplicateEventError(
+                f"event {event.event_id!r} is already stored in stream {found.stream_id!r}, not {stream_id!r}"
+            )
+        if found.version != rows[0].version + offset:
+            raise DuplicateEventError(f"stream {stream_id!r}: these event ids are stored, but not in this order")
+        if (found.event_type, found.schema_version, found.data, found.metadata) != (
+            event.event_type,
+            event.schema_version,
+            event.data,
+            event.metadata,
+        ):
+            raise DuplicateEventError(
+                f"stream {stream_id!r}: event {event.event_id!r} is already stored with other content"
+            )
+    return rows[0], rows[-1]
 
 
 class EventStore(abc.ABC):
@@ -203,4 +252,5 @@ __all__ = [
     "StreamDeleted",
     "StreamMetadata",
     "WrongExpectedVersion",
+    "judge_retry",
 ]

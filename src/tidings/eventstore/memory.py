@@ -48,6 +48,7 @@ from tidings.eventstore.base import (
     StreamDeleted,
     StreamMetadata,
     WrongExpectedVersion,
+    judge_retry,
 )
 
 #: how many events a subscription takes from the log at a time while it catches up
@@ -151,15 +152,6 @@ def _version(event: RecordedEvent) -> int:
     return event.version
 
 
-def _same_content(recorded: RecordedEvent, new: NewEvent) -> bool:
-    return (recorded.event_type, recorded.schema_version, recorded.data, recorded.metadata) == (
-        new.event_type,
-        new.schema_version,
-        new.data,
-        new.metadata,
-    )
-
-
 def _check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
     if expected == ANY:
         return
@@ -241,23 +233,7 @@ class _Staged:
 
     def _retry(self, stream_id: str, events: Sequence[NewEvent], known: list[RecordedEvent | None]) -> AppendResult:
         """Ids already stored: the original result if this is a retry of (part of) an earlier append."""
-        if any(recorded is None for recorded in known):
-            raise DuplicateEventError(
-                f"stream {stream_id!r}: some of these event ids are already stored, some are not (a partial overlap)"
-            )
-        stored = [recorded for recorded in known if recorded is not None]
-        for offset, (recorded, event) in enumerate(zip(stored, events, strict=True)):
-            if recorded.stream_id != stream_id:
-                raise DuplicateEventError(
-                    f"event {event.event_id!r} is already stored in stream {recorded.stream_id!r}, not {stream_id!r}"
-                )
-            if recorded.version != stored[0].version + offset:
-                raise DuplicateEventError(f"stream {stream_id!r}: these event ids are stored, but not in this order")
-            if not _same_content(recorded, event):
-                raise DuplicateEventError(
-                    f"stream {stream_id!r}: event {event.event_id!r} is already stored with other content"
-                )
-        first, last = stored[0], stored[-1]
+        first, last = judge_retry(stream_id, events, known)
         return AppendResult(stream_id, first.version, last.version, first.position, last.position)
 
     def commit(self) -> None:

@@ -119,6 +119,7 @@ from tidings.eventstore.base import (
     StreamDeleted,
     StreamMetadata,
     WrongExpectedVersion,
+    judge_retry,
 )
 from tidings.pgpool import ConnectionPool
 from tidings.redact import redact_url
@@ -210,44 +211,16 @@ def _check_expected(stream_id: str, expected: ExpectedVersion, stream: _Stream) 
         raise WrongExpectedVersion(stream_id, expected, version)
 
 
-def _same(event: NewEvent, existing: _Existing) -> bool:
-    return (
-        event.event_type == existing.event_type
-        and event.data == existing.data
-        and event.metadata == existing.metadata
-        and event.schema_version == existing.schema_version
-    )
-
-
 def _replayed(
     stream_id: str, events: Sequence[NewEvent], found: list[_Existing | None]
 ) -> tuple[str, int, int, int, int, bool]:
     """The original result of an append made again (same ids, order and content, in the same stream), or
     :class:`DuplicateEventError`."""
-    first = found[0]
-    if first is None or any(f is None for f in found):
-        known = next(e.event_id for e, f in zip(events, found, strict=True) if f is not None)
+    first, last = judge_retry(stream_id, events, found)
+    if any(existing is not None and existing.batch != first.batch for existing in found):
         raise DuplicateEventError(
-            f"stream {stream_id!r}: event id {known!r} was already appended, but not with all the others of this "
-            "append (an append made again must hold the same events, in the same order)"
+            f"stream {stream_id!r}: these event ids were appended partly in this batch, partly before"
         )
-    for i, (event, existing) in enumerate(zip(events, found, strict=True)):
-        assert existing is not None
-        if existing.stream_id != stream_id:
-            raise DuplicateEventError(
-                f"event id {event.event_id!r} is already in stream {existing.stream_id!r}, not {stream_id!r}"
-            )
-        if existing.version != first.version + i or existing.batch != first.batch:
-            raise DuplicateEventError(
-                f"stream {stream_id!r}: event id {event.event_id!r} was already appended, in another order or "
-                "another append"
-            )
-        if not _same(event, existing):
-            raise DuplicateEventError(
-                f"stream {stream_id!r}: event id {event.event_id!r} was already appended with other content"
-            )
-    last = found[-1]
-    assert last is not None
     return (stream_id, first.version, last.version, first.position, last.position, first.batch)
 
 

@@ -128,6 +128,7 @@ from tidings.eventstore.base import (
     StreamDeleted,
     StreamMetadata,
     WrongExpectedVersion,
+    judge_retry,
 )
 
 T = TypeVar("T")
@@ -309,30 +310,15 @@ def _check_types(event_types: Sequence[str] | None) -> None:
 
 
 def _judge_retry(stream_id: str, events: Sequence[NewEvent], found: dict[str, tuple[Any, ...]]) -> AppendResult:
-    """Ids already stored: the original result if this append is a retry of (part of) an earlier one."""
-    stored = [found.get(event.event_id) for event in events]
-    if any(row is None for row in stored):
-        raise DuplicateEventError(
-            f"stream {stream_id!r}: some of these event ids are already stored, some are not (a partial overlap)"
-        )
-    rows = [row for row in stored if row is not None]
-    first_version = rows[0][2]
-    for offset, (row, event) in enumerate(zip(rows, events, strict=True)):
-        event_id, stored_stream, version, _, event_type, data, metadata, schema_version = row
-        if stored_stream != stream_id:
-            raise DuplicateEventError(
-                f"event {event_id!r} is already stored in stream {stored_stream!r}, not {stream_id!r}"
-            )
-        if version != first_version + offset:
-            raise DuplicateEventError(f"stream {stream_id!r}: these event ids are stored, but not in this order")
-        if (event_type, schema_version, data, metadata) != (
-            event.event_type,
-            event.schema_version,
-            event.data,
-            event.metadata,
-        ):
-            raise DuplicateEventError(f"stream {stream_id!r}: event {event_id!r} is already stored with other content")
-    return AppendResult(stream_id, first_version, rows[-1][2], rows[0][3], rows[-1][3])
+    """Ids already stored (rows by event id): the original result if this append is a retry of an earlier one."""
+    stored = [_stored(found[e.event_id]) if e.event_id in found else None for e in events]
+    first, last = judge_retry(stream_id, events, stored)
+    return AppendResult(stream_id, first.version, last.version, first.position, last.position)
+
+
+def _stored(row: tuple[Any, ...]) -> RecordedEvent:
+    event_id, stream_id, version, position, event_type, data, metadata, schema_version = row
+    return RecordedEvent(stream_id, version, position, event_id, event_type, schema_version, data, metadata, 0.0)
 
 
 class _Tx:
