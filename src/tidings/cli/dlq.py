@@ -88,7 +88,11 @@ async def _act(args: argparse.Namespace, broker: Broker, selection: DeadLetterSe
             chosen = [dead for dead in await broker.dead_letters() if selection.matches(dead)]
             if args.action == "show":
                 if not chosen:
-                    console.print(f"no dead letter {next(iter(selection.ids))!r} on {broker.url}", markup=False)
+                    console.print(
+                        f"no dead letter {next(iter(selection.ids))!r} on {broker.url} "
+                        "(`tidings dlq list` shows the ids)",
+                        markup=False,
+                    )
                     return 1
                 _show(chosen[0], args.format, console)
             else:

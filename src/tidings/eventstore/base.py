@@ -96,7 +96,10 @@ class WrongExpectedVersion(EventStoreError):
         names = {ANY: "any version", NO_STREAM: "no stream", STREAM_EXISTS: "an existing stream"}
         shown = f"version {expected}" if isinstance(expected, int) else names[expected]
         now = "does not exist" if actual == 0 else f"is at version {actual}"
-        super().__init__(f"stream {stream_id!r}: expected {shown}, but it {now}")
+        super().__init__(
+            f"stream {stream_id!r}: expected {shown}, but it {now}: another writer got there first; "
+            "read the stream (load the aggregate) again and retry the command"
+        )
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual
