@@ -109,6 +109,7 @@ from tidings.brokers.base import (
 )
 from tidings.errors import UsageError, describe_error
 from tidings.redact import redact_url
+from tidings.sqlite_wal import use_wal
 
 logger = logging.getLogger("tidings.brokers.sqlite")
 
@@ -317,8 +318,8 @@ class _Writer:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._settings.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=True)
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+            mode = use_wal(conn, _BUSY_TIMEOUT)
+            if mode != "wal":
                 raise BrokerError(
                     f"could not put {self._settings.path} in WAL mode (got {mode}): is it on a network share?"
                 )

@@ -86,6 +86,7 @@ from tidings.errors import TidingsError, UsageError, describe_error
 from tidings.events.event import Event
 from tidings.eventstore.base import EventStore, RecordedEvent
 from tidings.redact import redact_url
+from tidings.sqlite_wal import use_wal
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -373,7 +374,7 @@ class SqliteTarget(Target):
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
         try:
             if self.path != ":memory:":
-                conn.execute("PRAGMA journal_mode = WAL")
+                use_wal(conn, self.timeout)
             conn.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
             conn.close()

@@ -130,6 +130,7 @@ from tidings.eventstore.base import (
     WrongExpectedVersion,
     judge_retry,
 )
+from tidings.sqlite_wal import use_wal
 
 T = TypeVar("T")
 Entry = tuple[str, Sequence[NewEvent], ExpectedVersion]
@@ -482,8 +483,8 @@ class SqliteEventStore(EventStore):
             # its mode, and a scavenge then runs VACUUM)
             if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
                 conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+            mode = use_wal(conn, self.busy_timeout)
+            if mode != "wal":
                 raise sqlite3.OperationalError(f"could not switch the journal to WAL mode (it is {mode})")
             conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
             conn.executescript(_SCHEMA)

@@ -60,6 +60,7 @@ import orjson
 from tidings.errors import TidingsError, UsageError, one_line
 from tidings.pgpool import ConnectionPool
 from tidings.redact import redact_url
+from tidings.sqlite_wal import use_wal
 
 if TYPE_CHECKING:
     import psycopg
@@ -396,7 +397,7 @@ class SqliteIdempotencyStore(_GroupCommitted):
     def _open(self) -> sqlite3.Connection:
         conn = self._connect()
         try:
-            conn.execute("PRAGMA journal_mode = WAL")  # persistent in the file: inbox connections inherit it
+            use_wal(conn, self.busy_timeout)  # persistent in the file: inbox connections inherit it
             conn.executescript(_SQLITE_SCHEMA)
         except BaseException:
             conn.close()
