@@ -35,6 +35,12 @@ The guide's ``rebuild_state`` as an aggregate::
   ``phone``) is upgraded when read, by the functions registered per (type, version) in :class:`Upcasters`,
   one step at a time; snapshots upcast the same way (their type is ``$snapshot:<prefix>``).
 - Event types starting with ``$`` (snapshots) belong to the store's machinery: projections skip them.
+- **Publishing** without a dual write: ``Repository(store, outbox=Outbox(app))`` puts each saved event's message
+  (what ``app.publish`` sends, with the stored event id, keyed by the aggregate id, checked by the app's
+  contract before anything is written) in the transactional outbox table of the store's own database, in the
+  transaction of the append (SQLite and PostgreSQL stores); an
+  :class:`~tidings.reliability.outbox.OutboxRelay` on that database publishes them. The other way, with no
+  table, is :class:`~tidings.eventstore.publishing.LogRelay`, which follows the log itself.
 
 Events are stored as the app would publish them: the model's JSON (``model_dump(mode="json")``) as data, its
 ``event_type`` and version, a UUID v7 id, and metadata naming the aggregate type.
@@ -43,8 +49,9 @@ Events are stored as the app would publish them: the model's JSON (``model_dump(
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import orjson
 
@@ -60,7 +67,11 @@ from tidings.eventstore.base import (
     RecordedEvent,
     StreamMetadata,
 )
+from tidings.eventstore.publishing import stored_message
 from tidings.eventstore.shredding import Shredder, personal_fields
+
+if TYPE_CHECKING:
+    from tidings.reliability.outbox import Outbox
 
 E = TypeVar("E", bound=Event)
 A = TypeVar("A", bound="Aggregate")
@@ -206,6 +217,9 @@ class Upcasters:
 class Repository:
     """Loads aggregates from an :class:`~tidings.eventstore.base.EventStore` and saves what they recorded.
 
+    With an ``outbox`` (:class:`~tidings.reliability.outbox.Outbox`), the saved events' messages go into the
+    outbox table of the store's database in the same transaction (see the module docs).
+
     With a ``shredder`` (:class:`~tidings.eventstore.shredding.Shredder`), the personal fields of events and
     snapshots (``Annotated[str | None, Personal]``; an aggregate's ``__personal__``) are stored encrypted with
     the key of the aggregate's id; once that key is erased they read as None, everywhere in its history.
@@ -218,11 +232,13 @@ class Repository:
         upcasters: Upcasters | None = None,
         snapshots: bool = True,
         shredder: Shredder | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.store = store
         self.upcasters = upcasters or Upcasters()
         self.snapshots = snapshots
         self.shredder = shredder
+        self.outbox = outbox
 
     async def load(self, cls: type[A], id: str) -> A:
         found = await self.get(cls, id)
@@ -260,7 +276,16 @@ class Repository:
             appends.append((aggregate.stream_id(aggregate.id), events, expected))
         if not appends:
             return
-        if len(appends) == 1:
+        if self.outbox is not None:
+            # enveloped and checked by the contract now: a refused event leaves the store untouched
+            app, now = self.outbox.app, time.time()
+            messages = [
+                stored_message(app, e.event_id, e.event_type, e.schema_version, e.data, e.metadata, now)
+                for _, events, _ in appends
+                for e in events
+            ]
+            await self.store.append_many(appends, outbox=self.outbox.rows(messages))
+        elif len(appends) == 1:
             await self.store.append(appends[0][0], appends[0][1], expected_version=appends[0][2])
         else:
             await self.store.append_many(appends)

@@ -23,9 +23,12 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Literal, NamedTuple, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, Self, TypeVar
 
 from tidings.errors import TidingsError
+
+if TYPE_CHECKING:
+    from tidings.reliability.outbox import OutboxRows
 
 ANY: Literal["any"] = "any"
 NO_STREAM: Literal["no_stream"] = "no_stream"
@@ -180,9 +183,15 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def append_many(
-        self, appends: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]]
+        self,
+        appends: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]],
+        *,
+        outbox: OutboxRows | None = None,
     ) -> list[AppendResult]:
-        """Several streams in one transaction: every append happens, or (one check failing) none does."""
+        """Several streams in one transaction: every append happens, or (one check failing) none does.
+
+        ``outbox``: rows for the transactional outbox, written in the same transaction (SQLite and
+        PostgreSQL; the table lives in the store's database): they commit exactly when the events do."""
 
     @abc.abstractmethod
     async def read_stream(

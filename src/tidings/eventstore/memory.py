@@ -31,8 +31,9 @@ import bisect
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
+from tidings.errors import UsageError
 from tidings.eventstore.base import (
     ANY,
     NO_STREAM,
@@ -50,6 +51,9 @@ from tidings.eventstore.base import (
     WrongExpectedVersion,
     judge_retry,
 )
+
+if TYPE_CHECKING:
+    from tidings.reliability.outbox import OutboxRows
 
 #: how many events a subscription takes from the log at a time while it catches up
 _PAGE = 500
@@ -293,9 +297,17 @@ class MemoryEventStore(EventStore):
         return result
 
     async def append_many(
-        self, appends: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]]
+        self,
+        appends: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]],
+        *,
+        outbox: OutboxRows | None = None,
     ) -> list[AppendResult]:
         self._check_open()
+        if outbox is not None:
+            raise UsageError(
+                "the memory event store has no database transaction to share with an outbox: use the SQLite or "
+                "PostgreSQL store, or publish with a LogRelay"
+            )
         _validate(appends)
         if not appends:
             return []

@@ -127,6 +127,8 @@ from tidings.redact import redact_url
 if TYPE_CHECKING:
     import psycopg
 
+    from tidings.reliability.outbox import OutboxRows
+
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
@@ -176,6 +178,8 @@ class _Unit:
     appends: list[tuple[str, Sequence[NewEvent], ExpectedVersion]]
     future: asyncio.Future[list[AppendResult]]
     events: int = 0
+    #: rows for the outbox, written in the unit's transaction (such a unit is a batch of its own)
+    outbox: OutboxRows | None = None
 
 
 @dataclass
@@ -486,6 +490,8 @@ class PostgresEventStore(EventStore):
         self._started = False
         self._start_lock = asyncio.Lock()
         self._pending: collections.deque[_Unit] = collections.deque()
+        #: outbox tables known to exist (created, if missing, by the first append that writes to one)
+        self._outbox_tables: set[str] = set()
         self._drainer: asyncio.Task[None] | None = None
         self._listeners: set[psycopg.AsyncConnection[Any]] = set()
         #: set by close(): wakes the subscriptions that wait without a listener, so that they end at once
@@ -592,18 +598,23 @@ class PostgresEventStore(EventStore):
         return results[0]
 
     async def append_many(
-        self, appends: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]]
+        self,
+        appends: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]],
+        *,
+        outbox: OutboxRows | None = None,
     ) -> list[AppendResult]:
         if not appends:
             return []
-        return await self._submit(list(appends))
+        return await self._submit(list(appends), outbox)
 
-    async def _submit(self, appends: list[tuple[str, Sequence[NewEvent], ExpectedVersion]]) -> list[AppendResult]:
+    async def _submit(
+        self, appends: list[tuple[str, Sequence[NewEvent], ExpectedVersion]], outbox: OutboxRows | None = None
+    ) -> list[AppendResult]:
         self._check_started()
         for stream_id, events, expected in appends:
             _validate(stream_id, events, expected)
         loop = asyncio.get_running_loop()
-        unit = _Unit(appends, loop.create_future(), sum(len(events) for _, events, _ in appends))
+        unit = _Unit(appends, loop.create_future(), sum(len(events) for _, events, _ in appends), outbox)
         self._pending.append(unit)
         if self._drainer is None or self._drainer.done():
             self._drainer = loop.create_task(self._drain())
@@ -616,10 +627,12 @@ class PostgresEventStore(EventStore):
             events = 0
             while self._pending and len(batch) < _BATCH_APPENDS:
                 unit = self._pending[0]
-                if batch and events + unit.events > _BATCH_EVENTS:
+                if batch and (events + unit.events > _BATCH_EVENTS or unit.outbox is not None):
                     break
                 batch.append(self._pending.popleft())
                 events += unit.events
+                if unit.outbox is not None:
+                    break  # its outbox rows share its transaction, not the others'
             try:
                 await self._write(batch)
             except BaseException as exc:
@@ -635,7 +648,31 @@ class PostgresEventStore(EventStore):
         ids = [event.event_id for unit in batch for _, events, _ in unit.appends for event in events]
         locks = sorted({self._lock_key(name) for name in names})
         errors = self._psycopg.errors
+        outbox = batch[0].outbox
         async with self._writer_connection() as conn:
+            if outbox is not None:
+                # the checked path inside a transaction that also holds the outbox rows (when the checks pass)
+                for attempt in range(_RETRIES + 1):
+                    try:
+                        async with conn.transaction():
+                            plan, base = await self._write_once(conn, batch, names, ids, locks)
+                            if not isinstance(plan.outcomes[0], EventStoreError):
+                                try:
+                                    await outbox.write_async(conn, create=outbox.table not in self._outbox_tables)
+                                except (errors.UniqueViolation, errors.DeadlockDetected):
+                                    raise  # (a concurrent CREATE TABLE: the next attempt finds it)
+                                except self._psycopg.Error as exc:
+                                    where = f"(writing to the outbox table {outbox.table})"
+                                    raise EventStoreError(f"{self._error(exc)} {where}") from exc
+                    except (errors.UniqueViolation, errors.DeadlockDetected):
+                        if attempt == _RETRIES:
+                            raise
+                        continue
+                    break
+                if not isinstance(plan.outcomes[0], EventStoreError):
+                    self._outbox_tables.add(outbox.table)  # committed: it exists from now on
+                self._settle(batch, plan, base)
+                return
             # the fast path: new event ids (an id twice in the batch is a duplicate, or a replay, for _plan)
             if len(set(ids)) == len(ids):
                 try:
@@ -660,6 +697,10 @@ class PostgresEventStore(EventStore):
                         raise
                     continue
                 break
+        self._settle(batch, plan, base)
+
+    @staticmethod
+    def _settle(batch: list[_Unit], plan: _Plan, base: int) -> None:
         for unit, outcome in zip(batch, plan.outcomes, strict=True):
             if unit.future.done():
                 continue

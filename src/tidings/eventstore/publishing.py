@@ -111,22 +111,15 @@ class LogRelay:
 
     def message(self, event: RecordedEvent) -> Message:
         """The message ``app.publish`` would send for ``event``, with the stored id (checked by the contract)."""
-        metadata: dict[str, Any] = orjson.loads(event.metadata) if event.metadata else {}
-        timestamp = datetime.fromtimestamp(event.recorded_at, UTC).isoformat(timespec="microseconds")
-        envelope = Envelope(
+        return stored_message(
+            self.app,
             event.event_id,
             event.event_type,
-            timestamp.replace("+00:00", "Z"),
             event.schema_version,
-            self.app.name,
-            str(metadata.get("correlation_id") or event.event_id),
-            str(metadata.get("causation_id") or ""),
+            event.data,
+            event.metadata,
+            event.recorded_at,
         )
-        flat = payload_body(envelope, orjson.loads(event.data))
-        if self.app.contract is not None:
-            self.app.contract.require(event.event_type).check(event.event_type, flat)
-        key = metadata.get("aggregate_id")
-        return Message(event.event_type, orjson.dumps(flat), payload_headers(envelope), str(key) if key else None)
 
     async def _save_checkpoint(self, position: int) -> None:
         data = orjson.dumps({"position": position})
@@ -136,9 +129,39 @@ class LogRelay:
             await self.store.set_stream_metadata(self.stream, StreamMetadata(max_count=1))
 
 
+def stored_message(
+    app: App,
+    event_id: str,
+    event_type: str,
+    schema_version: str,
+    data: bytes,
+    metadata: bytes,
+    recorded_at: float,
+) -> Message:
+    """The message ``app.publish`` would send for a stored event, with the stored id, checked by the app's
+    contract (:class:`~tidings.app.ContractError` if it breaks it); keyed by the aggregate id of its metadata.
+    The log relay and the repository's outbox both publish this, so a consumer cannot tell them apart."""
+    meta: dict[str, Any] = orjson.loads(metadata) if metadata else {}
+    timestamp = datetime.fromtimestamp(recorded_at, UTC).isoformat(timespec="microseconds")
+    envelope = Envelope(
+        event_id,
+        event_type,
+        timestamp.replace("+00:00", "Z"),
+        schema_version,
+        app.name,
+        str(meta.get("correlation_id") or event_id),
+        str(meta.get("causation_id") or ""),
+    )
+    flat = payload_body(envelope, orjson.loads(data))
+    if app.contract is not None:
+        app.contract.require(event_type).check(event_type, flat)
+    key = meta.get("aggregate_id")
+    return Message(event_type, orjson.dumps(flat), payload_headers(envelope), str(key) if key else None)
+
+
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-__all__ = ["LogRelay"]
+__all__ = ["LogRelay", "stored_message"]

@@ -108,7 +108,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
 
@@ -131,6 +131,9 @@ from tidings.eventstore.base import (
     judge_retry,
 )
 from tidings.sqlite_wal import use_wal
+
+if TYPE_CHECKING:
+    from tidings.reliability.outbox import OutboxRows
 
 T = TypeVar("T")
 Entry = tuple[str, Sequence[NewEvent], ExpectedVersion]
@@ -894,7 +897,10 @@ class SqliteEventStore(EventStore):
         return await self._write(run, len(events), False, (stream_id, events, expected_version))
 
     async def append_many(
-        self, appends: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]]
+        self,
+        appends: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]],
+        *,
+        outbox: OutboxRows | None = None,
     ) -> list[AppendResult]:
         for stream_id, events, expected in appends:
             _check_entry(stream_id, events, expected)
@@ -902,10 +908,24 @@ class SqliteEventStore(EventStore):
             return []
         entries = list(appends)
         count = sum(len(events) for _, events, _ in entries)
-        return await self._write(partial(self._append_entries, entries), count, len(entries) > 1)
+        savepoint = len(entries) > 1 or outbox is not None  # a later failure must undo the events written
+        return await self._write(partial(self._append_entries, entries, outbox), count, savepoint)
 
-    def _append_entries(self, entries: list[Entry], tx: _Tx) -> list[AppendResult]:
-        return [self._append_one(stream_id, events, expected, tx) for stream_id, events, expected in entries]
+    def _append_entries(self, entries: list[Entry], outbox: OutboxRows | None, tx: _Tx) -> list[AppendResult]:
+        results = [self._append_one(stream_id, events, expected, tx) for stream_id, events, expected in entries]
+        if outbox is not None:
+            try:
+                try:
+                    outbox.write(tx.conn, create=False)
+                except sqlite3.OperationalError as exc:
+                    if "no such table" not in str(exc):
+                        raise
+                    # its first rows: created in this transaction (SQLite's failed statement left the rest intact)
+                    outbox.write(tx.conn, create=True)
+            except sqlite3.DatabaseError as exc:
+                # this op fails alone (its events go with it), saying which table refused
+                raise EventStoreError(f"{self._error(exc)} (writing to the outbox table {outbox.table})") from exc
+        return results
 
     def _append_one(
         self, stream_id: str, events: Sequence[NewEvent], expected: ExpectedVersion, tx: _Tx

@@ -79,7 +79,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -261,6 +261,36 @@ def _require_transaction(conn: Any, kind: str) -> None:
         )
 
 
+class OutboxRows:
+    """Outbox rows that an event store writes inside its own append transaction (no dual write).
+
+    Made by :meth:`Outbox.rows`; given to ``EventStore.append_many(..., outbox=rows)`` (the
+    :class:`~tidings.eventstore.aggregate.Repository` does this when it has an ``outbox``). The store runs
+    :meth:`write` (SQLite) or :meth:`write_async` (psycopg) on its connection, in the transaction that
+    appends the events, only if the appends pass their checks: the rows commit exactly when the events do.
+    The table is created in that transaction if missing, once per store.
+    """
+
+    __slots__ = ("rows", "table")
+
+    def __init__(self, table: str, rows: list[tuple[str, str | None, str | None, float, bytes]]) -> None:
+        self.table = _check_table(table)
+        self.rows = rows
+
+    def write(self, conn: sqlite3.Connection, *, create: bool) -> None:
+        if create:
+            for statement in _ddl(self.table, "sqlite"):
+                conn.execute(statement)
+        conn.executemany(_insert_sql(self.table, "qmark"), self.rows)
+
+    async def write_async(self, conn: psycopg.AsyncConnection[Any], *, create: bool) -> None:
+        if create:
+            for statement in _ddl(self.table, "postgresql"):
+                await conn.execute(statement)
+        async with conn.cursor() as cursor:
+            await cursor.executemany(_insert_sql(self.table, "format"), self.rows)
+
+
 class Outbox:
     """Stores events in the outbox table inside the caller's own database transaction (see the module docs)."""
 
@@ -282,6 +312,12 @@ class Outbox:
         # contract checked, body encoded; the row is the very message app.publish would have sent
         message, envelope = self.app._prepare(event, channel, event_type, version, key, headers)
         return _row(message), envelope
+
+    def rows(self, messages: Sequence[Message]) -> OutboxRows:
+        """The outbox rows of ``messages`` (already enveloped and checked, e.g. by
+        :func:`~tidings.eventstore.publishing.stored_message`), for an event store to write in the transaction
+        of its append."""
+        return OutboxRows(self.table, [_row(message) for message in messages])
 
     def add(
         self,
@@ -933,4 +969,4 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-__all__ = ["DEFAULT_TABLE", "Outbox", "OutboxError", "OutboxRelay"]
+__all__ = ["DEFAULT_TABLE", "Outbox", "OutboxError", "OutboxRelay", "OutboxRows"]
