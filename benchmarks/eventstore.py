@@ -151,25 +151,38 @@ class Append:
 class Data:
     plan: Plan
     names: list[str] = field(default_factory=list)
-    new_events: list[list[NewEvent]] = field(default_factory=list)
+    #: per batch size: each stream's events, their ids made in the order of that workload's appends
+    new_events: dict[int, list[list[NewEvent]]] = field(default_factory=dict)
     stored_events: list[list[StoredEvent]] = field(default_factory=list)
     raw_rows: list[list[tuple[str, int, bytes]]] = field(default_factory=list)
-    raw_id_rows: list[list[tuple[str, int, str, bytes]]] = field(default_factory=list)
+    #: per batch size: the raw rows with the same ids as tidings' events
+    raw_id_rows: dict[int, list[list[tuple[str, int, str, bytes]]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         per = self.plan.per_stream
         self.names = [f"user-{s:05d}" for s in range(self.plan.streams)]
-        # the ids tidings itself gives events (UUID v7, time-ordered; its Repository and envelopes make them)
-        ids = iter(uuid7_many(self.plan.events))
+        bodies = [[body(s, v) for v in range(1, per + 1)] for s in range(self.plan.streams)]
         for s, name in enumerate(self.names):
-            bodies = [body(s, v) for v in range(1, per + 1)]
-            self.new_events.append([NewEvent(next(ids), "user.updated", b) for b in bodies])
             self.stored_events.append(
-                [StoredEvent(name, v, "bench:UserUpdated", b) for v, b in enumerate(bodies, start=1)]
+                [StoredEvent(name, v, "bench:UserUpdated", b) for v, b in enumerate(bodies[s], start=1)]
             )
-            self.raw_rows.append([(name, v, b) for v, b in enumerate(bodies, start=1)])
-            # the same ids as tidings' events: the unique index sees the same (time-ordered) keys
-            self.raw_id_rows.append([(name, v, e.event_id, e.data) for v, e in enumerate(self.new_events[-1], start=1)])
+            self.raw_rows.append([(name, v, b) for v, b in enumerate(bodies[s], start=1)])
+        for batch in BATCHES:
+            # the ids tidings gives events: UUID v7, the time an event was made, which is just before its append
+            # (its Repository and envelopes make them then); so in the order of the appends, as an app has them
+            ids = iter(uuid7_many(self.plan.events))
+            made: list[list[str]] = [[""] * per for _ in self.names]
+            for a in self.appends(batch):
+                for v in range(a.version, a.version + a.count):
+                    made[a.stream][v] = next(ids)
+            self.new_events[batch] = [
+                [NewEvent(i, "user.updated", b) for i, b in zip(made[s], bodies[s], strict=True)]
+                for s in range(self.plan.streams)
+            ]
+            self.raw_id_rows[batch] = [
+                [(name, v, e.event_id, e.data) for v, e in enumerate(self.new_events[batch][s], start=1)]
+                for s, name in enumerate(self.names)
+            ]
 
     def appends(self, batch: int) -> list[Append]:
         """Round-robin over the streams: every stream's events spread over the whole log."""
@@ -319,6 +332,8 @@ class Contender(abc.ABC):
         self.backend = backend
         self.data = data
         self.place = ""
+        #: the batch size of the workload being appended (which ids its events carry)
+        self.batch = 1
 
     def create(self) -> None:
         self.place = self.backend.new_place()
@@ -377,7 +392,7 @@ class Tidings(Contender):
     def append(self, appends: list[Append], concurrency: int) -> float:
         store = self.store
         assert store is not None
-        events = self.data.new_events
+        events = self.data.new_events[appends[0].count]
         names = self.data.names
 
         async def appender(part: list[Append]) -> None:
@@ -564,6 +579,7 @@ class RawSqlite(Contender):
             conn.close()
 
     def append(self, appends: list[Append], concurrency: int) -> float:
+        self.batch = appends[0].count
         rows = self.rows()
         insert = self.INSERT
 
@@ -628,7 +644,7 @@ class RawSqliteIds(RawSqlite):
     )
 
     def rows(self) -> list[list[Any]]:
-        return self.data.raw_id_rows  # type: ignore[return-value]
+        return self.data.raw_id_rows[self.batch]  # type: ignore[return-value]
 
 
 class RawPostgres(Contender):
@@ -637,7 +653,7 @@ class RawPostgres(Contender):
     with_ids = False
 
     def rows(self) -> list[list[Any]]:
-        return self.data.raw_id_rows if self.with_ids else self.data.raw_rows  # type: ignore[return-value]
+        return self.data.raw_id_rows[self.batch] if self.with_ids else self.data.raw_rows  # type: ignore[return-value]
 
     def open(self) -> None:
         self.table = f'"{self.place}".events'
@@ -658,6 +674,7 @@ class RawPostgres(Contender):
             conn.close()
 
     def append(self, appends: list[Append], concurrency: int) -> float:
+        self.batch = appends[0].count
         rows = self.rows()
         insert = self.insert
 
