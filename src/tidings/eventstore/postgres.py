@@ -66,7 +66,9 @@ nothing and the batch takes the **checked path**: a transaction of two round tri
 streams and reads them with the events holding those ids, decides in Python (:func:`_plan`: the original result
 of a retry, :class:`DuplicateEventError`...), then writes as the function does. So does a batch whose insert hit
 the unique index on ``event_id`` (another process appended the same id to another stream between the check and
-the insert: the statement was rolled back).
+the insert: the statement was rolled back). An ``append_many`` carrying outbox rows (``outbox=``, what a
+:class:`~tidings.eventstore.aggregate.Repository` with an outbox saves through) is a batch of its own on the
+checked path, the rows inserted in its transaction once its checks have passed.
 
 Consistency of a stream: writers of a stream take a transaction-level advisory lock keyed by a hash of (schema,
 stream), in key order (no deadlocks), so the check of ``expected_version`` and the write are atomic; the unique

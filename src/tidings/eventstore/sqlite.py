@@ -64,7 +64,8 @@ than the statements of a small append (the thread waits for the GIL while the lo
   streams' states read in one query and the plain appends' rows inserted in one ``executemany``. Each keeps
   its own outcome: a failed check fails that append alone (it wrote nothing, or its writes are rolled back to
   a savepoint), the others commit. An :meth:`~SqliteEventStore.append_many` is one unit of the batch, all or
-  nothing.
+  nothing, its outbox rows (``outbox=``, what a :class:`~tidings.eventstore.aggregate.Repository` with an
+  outbox saves through) included: they are inserted after its events, under the same savepoint.
 - **checkpoints** run on the writer thread every few thousand pages, passive (writers go on meanwhile). A
   passive checkpoint never catches up with a stream of appends, so past 16 MiB of WAL the writer thread makes
   the WAL start over (``RESTART``): writers are held back while it copies the rest, and wait on that thread,
