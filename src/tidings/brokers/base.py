@@ -30,12 +30,12 @@ import fnmatch
 import importlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple, Self
+from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 
 from tidings.errors import TidingsError, UsageError
+from tidings.lifecycle import Service
 from tidings.redact import redact_url
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ DURABLE = "durable"
 PATTERNS = "patterns"
 
 
-class Broker(abc.ABC):
+class Broker(Service):
     """A transport. Implementations live one per module in :mod:`tidings.brokers`."""
 
     #: the URL scheme(s) this broker answers to
@@ -248,15 +248,6 @@ class Broker(abc.ABC):
         """Create what an AsyncAPI document's bindings ask of this broker (Kafka: topics with their partitions
         and retention); the app calls it at start when it is bound to a document. Most brokers need nothing."""
         del document  # nothing to declare: the broker needs no set-up from the document
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
 
 def channel_matcher(pattern: str) -> Callable[[str], bool]:

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, TypeVar
 
 from tidings.errors import TidingsError
+from tidings.lifecycle import Service
 
 if TYPE_CHECKING:
     from tidings.reliability.outbox import OutboxRows
@@ -165,7 +165,7 @@ def judge_retry(stream_id: str, events: Sequence[NewEvent], stored: Sequence[S |
     return rows[0], rows[-1]
 
 
-class EventStore(abc.ABC):
+class EventStore(Service):
     """The port. Backends: :mod:`.memory`, :mod:`.sqlite`, :mod:`.postgres`."""
 
     @abc.abstractmethod
@@ -238,15 +238,6 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def stats(self) -> StoreStats: ...
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
 
 __all__ = [

@@ -76,8 +76,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import orjson
@@ -85,6 +84,7 @@ import orjson
 from tidings.errors import TidingsError, UsageError, describe_error
 from tidings.events.event import Event
 from tidings.eventstore.base import EventStore, RecordedEvent
+from tidings.lifecycle import Service
 from tidings.redact import redact_url
 from tidings.sqlite_wal import use_wal
 
@@ -511,7 +511,7 @@ async def _next(events: AsyncIterator[RecordedEvent]) -> RecordedEvent | None:
         return None
 
 
-class ProjectionRunner:
+class ProjectionRunner(Service):
     """Applies the log to one projection on one target (see the module). One runner per projection at a time.
 
     ``batch``: events per transaction; ``idle``: when following live, a batch commits once no event came for
@@ -563,15 +563,6 @@ class ProjectionRunner:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.target.close)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def catch_up(self, *, progress: Progress | None = None) -> int:
         """Apply every event up to the log's end, ``batch`` per transaction; the number of events applied."""

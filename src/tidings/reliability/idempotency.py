@@ -52,12 +52,12 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
 from tidings.errors import TidingsError, UsageError, one_line
+from tidings.lifecycle import Service
 from tidings.pgpool import ConnectionPool
 from tidings.redact import redact_url
 from tidings.sqlite_wal import use_wal
@@ -77,7 +77,7 @@ class StoreError(TidingsError):
     """An idempotency store could not be reached or used (connection refused, database locked, disk full...)."""
 
 
-class IdempotencyStore(abc.ABC):
+class IdempotencyStore(Service):
     """Which events each consumer group has already processed. Every method is safe to call before
     :meth:`start` (it starts the store); ``async with store:`` starts and closes it."""
 
@@ -103,15 +103,6 @@ class IdempotencyStore(abc.ABC):
     @abc.abstractmethod
     async def purge_expired(self) -> int:
         """Delete expired marks and return how many were deleted."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
 
 class InboxTransaction(Generic[C]):

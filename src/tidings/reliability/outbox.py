@@ -81,14 +81,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 import orjson
 
 from tidings.brokers.base import Broker, Message, broker_from_url
 from tidings.errors import TidingsError, UsageError
+from tidings.lifecycle import Service
 from tidings.redact import redact_url
 
 if TYPE_CHECKING:
@@ -729,7 +729,7 @@ def _store_for(source: str | os.PathLike[str], table: str, timeout: float) -> _S
     raise UsageError(f"outbox relay source {shown!r}: use sqlite:///path/to/app.db or postgresql://user@host/db")
 
 
-class OutboxRelay:
+class OutboxRelay(Service):
     """Publishes the outbox's rows, in order, to ``broker``, and marks each one sent once the broker confirmed.
 
     ``source``: ``sqlite:///path/to/app.db`` (or a :class:`~pathlib.Path`) or ``postgresql://user@host/db``.
@@ -836,15 +836,6 @@ class OutboxRelay:
         finally:
             if started and self._owns_broker:
                 await self.broker.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     # -- relaying --
 

@@ -49,7 +49,8 @@ import contextlib
 import ipaddress
 import socket
 import struct
-from types import TracebackType
+
+from tidings.lifecycle import Service
 
 __all__ = ["FaultProxy"]
 
@@ -174,7 +175,7 @@ class _Link:
             await writer.drain()
 
 
-class FaultProxy:
+class FaultProxy(Service):
     """A TCP proxy on loopback in front of ``target_host:target_port`` that injects faults (module docs)."""
 
     def __init__(
@@ -279,15 +280,6 @@ class FaultProxy:
         self._reset_all()
         await asyncio.gather(*(link.task for link in links if link.task is not None), return_exceptions=True)
         await server.wait_closed()
-
-    async def __aenter__(self) -> FaultProxy:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # a plain callback, not a coroutine: the link runs in a task of our own, which close() and cut()
