@@ -343,15 +343,7 @@ class Outbox:
         _require_transaction(conn, kind)
         row, envelope = self._prepare(event, key, channel, headers, event_type, version)
         try:
-            if kind == "sqlite3":
-                conn.execute(self._insert["qmark"], row)
-            elif kind == "psycopg":
-                conn.execute(self._insert["format"], row)
-            else:
-                import sqlalchemy
-
-                _dialect(conn, kind)  # an unbound session, or a database no relay reads, says so here
-                conn.execute(sqlalchemy.text(self._insert["named"]), dict(zip(_COLUMNS, row, strict=True)))
+            conn.execute(*self._insert_for(conn, kind, row))
         except _database_errors(kind) as exc:
             raise _failure(_describe(conn, kind), f"adding a {envelope.event_type} event to {self.table}", exc) from exc
         return envelope
@@ -377,16 +369,21 @@ class Outbox:
         _require_transaction(conn, kind)
         row, envelope = self._prepare(event, key, channel, headers, event_type, version)
         try:
-            if kind == "psycopg":
-                await conn.execute(self._insert["format"], row)
-            else:
-                import sqlalchemy
-
-                _dialect(conn, kind)
-                await conn.execute(sqlalchemy.text(self._insert["named"]), dict(zip(_COLUMNS, row, strict=True)))
+            await conn.execute(*self._insert_for(conn, kind, row))
         except _database_errors(kind) as exc:
             raise _failure(_describe(conn, kind), f"adding a {envelope.event_type} event to {self.table}", exc) from exc
         return envelope
+
+    def _insert_for(self, conn: Any, kind: str, row: tuple[Any, ...]) -> tuple[Any, Any]:
+        """The INSERT and its parameters in the style of ``conn``'s driver (sync or async alike)."""
+        if kind == "sqlite3":
+            return self._insert["qmark"], row
+        if kind == "psycopg":
+            return self._insert["format"], row
+        import sqlalchemy
+
+        _dialect(conn, kind)  # an unbound session, or a database no relay reads, says so here
+        return sqlalchemy.text(self._insert["named"]), dict(zip(_COLUMNS, row, strict=True))
 
     def create_table(self, conn: Any) -> None:
         """Create the outbox table and its index if missing, through ``conn`` (commit afterwards: it runs in
