@@ -86,7 +86,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, Literal, NamedTuple, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -107,6 +107,7 @@ from tidings.brokers.base import (
     channel_matcher,
     split_failure_details,
 )
+from tidings.dburl import sqlite_file
 from tidings.errors import UsageError, describe_error
 from tidings.redact import redact_url
 from tidings.sqlite_wal import use_wal
@@ -220,8 +221,8 @@ def _parse_url(url: str, overrides: Mapping[str, object]) -> _Settings:
         raise UsageError(
             f"a sqlite broker URL has no host: {shown!r}; use sqlite:///relative.db or sqlite:////absolute.db"
         )
-    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
-    if not path or path == ":memory:" or path.startswith("file:"):
+    path = sqlite_file(parts)
+    if path is None:
         raise UsageError(
             f"the sqlite broker needs a file path, got {shown!r}: use sqlite:///events.db "
             "(for an in-process broker use memory://)"

@@ -111,16 +111,17 @@ def _consoles() -> tuple[Console, Console]:
 
 def _open_store(url: str) -> EventStore:
     """The store ``url`` names; an SQLite file must exist (a typo must not create an empty store and report it)."""
-    from urllib.parse import unquote, urlsplit
+    from urllib.parse import urlsplit
 
+    from tidings.dburl import sqlite_file
     from tidings.eventstore.base import EventStoreError
     from tidings.eventstore.urls import store_from_url
 
     store = store_from_url(url)  # UsageError for a bad URL, before the file is looked at
     parts = urlsplit(url)
     if parts.scheme.lower() == "sqlite":
-        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
-        if not os.path.isfile(path):
+        path = sqlite_file(parts)
+        if path is not None and not os.path.isfile(path):
             raise EventStoreError(f"no event store at {path} (no such file)")
     return store
 

@@ -77,10 +77,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import orjson
 
+from tidings.dburl import POSTGRES_SCHEMES, postgres_dsn, sqlite_file
 from tidings.errors import TidingsError, UsageError, describe_error
 from tidings.events.event import Event
 from tidings.eventstore.base import EventStore, RecordedEvent
@@ -478,15 +479,13 @@ def target_from_url(url: str) -> Target:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
-        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
-        if parts.netloc or not path or path == ":memory:" or path.startswith("file:"):
+        path = sqlite_file(parts)
+        if path is None:
             raise UsageError(f"an SQLite read model is a file: sqlite:///path/to/read.db, not {redact_url(url)!r}")
         return SqliteTarget(path)
-    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
-        query = dict(parse_qsl(parts.query))
-        schema = query.pop("schema", None)
-        rest = "&".join(f"{k}={v}" for k, v in query.items())
-        return PostgresTarget(urlunsplit(("postgresql", parts.netloc, parts.path, rest, "")), schema=schema)
+    if scheme in POSTGRES_SCHEMES:
+        dsn, schema = postgres_dsn(parts, "schema")
+        return PostgresTarget(dsn, schema=schema)
     raise UsageError(
         f"not a read-model database URL: {redact_url(url)!r} (sqlite:///path/to/read.db, postgresql://...)"
     )

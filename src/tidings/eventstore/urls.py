@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from tidings.dburl import POSTGRES_SCHEMES, postgres_dsn, sqlite_file
 from tidings.errors import UsageError
 from tidings.eventstore.base import EventStore
 from tidings.redact import redact_url
@@ -25,21 +26,17 @@ def store_from_url(url: str) -> EventStore:
 
         return MemoryEventStore()
     if scheme == "sqlite":
-        # as SQLAlchemy and the sqlite broker read it: sqlite:///events.db is relative, sqlite:////var/events.db not
-        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
-        if parts.netloc or not path or path == ":memory:" or path.startswith("file:"):
+        path = sqlite_file(parts)
+        if path is None:
             raise UsageError(f"an SQLite event store is a file: sqlite:///path/to/events.db, not {redact_url(url)!r}")
         from tidings.eventstore.sqlite import SqliteEventStore
 
         return SqliteEventStore(path)
-    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
-        query = dict(parse_qsl(parts.query))
-        schema = query.pop("schema", "tidings")
-        rest = "&".join(f"{k}={v}" for k, v in query.items())
-        dsn = urlunsplit(("postgresql", parts.netloc, parts.path, rest, ""))
+    if scheme in POSTGRES_SCHEMES:
+        dsn, schema = postgres_dsn(parts, "schema")
         from tidings.eventstore.postgres import PostgresEventStore
 
-        return PostgresEventStore(dsn, schema=schema)
+        return PostgresEventStore(dsn, schema=schema or "tidings")
     raise UsageError(
         f"not an event store URL: {redact_url(url)!r} (memory://, sqlite:///path/to/events.db, postgresql://...)"
     )

@@ -82,11 +82,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 
 from tidings.brokers.base import Broker, Message, broker_from_url
+from tidings.dburl import sqlite_file
 from tidings.errors import TidingsError, UsageError
 from tidings.lifecycle import Service
 from tidings.redact import redact_url
@@ -714,8 +715,8 @@ def _store_for(source: str | os.PathLike[str], table: str, timeout: float) -> _S
     shown = redact_url(source)
     if base == "sqlite":
         parts = urlsplit(source)
-        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
-        if parts.netloc or parts.query or not path or path == ":memory:":
+        path = sqlite_file(parts)
+        if path is None or parts.query:
             raise UsageError(
                 f"outbox relay source {shown!r}: use sqlite:///relative/app.db or sqlite:////absolute/app.db "
                 "(the application's database file, no host and no parameters)"
