@@ -32,7 +32,7 @@ def test_postgres_dsn_takes_out_only_its_option_and_keeps_the_rest_encoded() -> 
     url = "postgres://app:p%40ss@db:5432/shop?schema=es&options=-c%20search_path%3Da%26b&sslmode=require"
     dsn, schema = postgres_dsn(urlsplit(url), "schema")
     assert schema == "es"
-    assert dsn == "postgresql://app:p%40ss@db:5432/shop?options=-c+search_path%3Da%26b&sslmode=require"
+    assert dsn == "postgresql://app:p%40ss@db:5432/shop?options=-c%20search_path%3Da%26b&sslmode=require"
     assert postgres_dsn(urlsplit("postgresql://db/shop"), "schema") == ("postgresql://db/shop", None)
 
 

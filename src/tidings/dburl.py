@@ -8,7 +8,7 @@ as ``schema``) are taken out. The callers keep their own error messages: they kn
 
 from __future__ import annotations
 
-from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlunsplit
 
 __all__ = ["POSTGRES_SCHEMES", "postgres_dsn", "sqlite_file"]
 
@@ -27,5 +27,6 @@ def postgres_dsn(parts: SplitResult, option: str) -> tuple[str, str | None]:
     """The libpq URL of a PostgreSQL URL without tidings' ``option`` parameter, and that option's value."""
     query = parse_qsl(parts.query, keep_blank_values=True)
     value = next((v for k, v in query if k == option), None)
-    rest = urlencode([(k, v) for k, v in query if k != option])  # encoded again: a value may hold & or =
+    # encoded again (a value may hold & or =), with %20 for a space: libpq does not read + as one
+    rest = urlencode([(k, v) for k, v in query if k != option], quote_via=quote)
     return urlunsplit(("postgresql", parts.netloc, parts.path, rest, "")), value
