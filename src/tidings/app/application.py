@@ -463,6 +463,7 @@ class App:
                 # fail closed: without its dedupe record an event is neither handled nor acknowledged; it
                 # comes back once the store does (not counted against the handler's attempts: nothing failed)
                 log.error("handler %s: idempotency store: %s (the event will be delivered again)", subscriber.name, exc)
+                failures.store_failed(group, envelope.event_id)
                 await delivery.nack(delay=policy.delay(delivery.attempt, 0.5) or 1.0)
                 return
             except ContractError as exc:  # retrying cannot mend a message that breaks the contract
@@ -470,13 +471,14 @@ class App:
                 await delivery.dead_letter(f"contract: {exc.reason}", details)
                 return
             except Exception as exc:
-                decision = policy.decide(delivery.attempt, exc)
+                attempt = failures.attempts(group, envelope.event_id, delivery)
+                decision = policy.decide(attempt, exc)
                 if isinstance(decision, Retry):
                     failures.failed(group, envelope.event_id)
                     log.warning(
                         "handler %s failed (attempt %d of %d, again in %.2f s): %s",
                         subscriber.name,
-                        delivery.attempt,
+                        attempt,
                         policy.max_attempts,
                         decision.delay,
                         describe_error(exc),
@@ -488,6 +490,7 @@ class App:
                 return
             finally:
                 _current.reset(token)
+            failures.handled(group, envelope.event_id)
             await delivery.ack()
 
         return handle

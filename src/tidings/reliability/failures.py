@@ -56,10 +56,13 @@ def traceback_digest(error: BaseException) -> str:
 
 
 class FailureLog:
-    """First-failure times of messages being retried, by (group, event id); at most ``size`` remembered."""
+    """What this process remembers of the messages being retried, by (group, event id), at most ``size`` of
+    each: when they first failed, and how many of their deliveries went back unhandled because the
+    idempotency store was down (those are not the handler's attempts: it never ran)."""
 
     def __init__(self, size: int = 10_000) -> None:
         self._first: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._store_nacks: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._size = size
 
     def failed(self, group: str, event_id: str) -> None:
@@ -70,10 +73,30 @@ class FailureLog:
             if len(self._first) > self._size:
                 self._first.popitem(last=False)
 
+    def store_failed(self, group: str, event_id: str) -> None:
+        """A delivery went back unhandled because the idempotency store failed."""
+        key = (group, event_id)
+        self._store_nacks[key] = self._store_nacks.pop(key, 0) + 1
+        if len(self._store_nacks) > self._size:
+            self._store_nacks.popitem(last=False)
+
+    def attempts(self, group: str, event_id: str, delivery: Delivery) -> int:
+        """The handler's attempts so far, this delivery included: the broker's count less the store's nacks."""
+        if not self._store_nacks:  # the common case: nothing to take off
+            return delivery.attempt
+        return max(1, delivery.attempt - self._store_nacks.get((group, event_id), 0))
+
+    def handled(self, group: str, event_id: str) -> None:
+        """The message is settled: forget its store nacks."""
+        if self._store_nacks:
+            self._store_nacks.pop((group, event_id), None)
+
     def give_up(self, group: str, event_id: str, delivery: Delivery, error: BaseException) -> dict[str, str]:
         """The details of a dead letter (the message's failures are forgotten here)."""
         now = utc_now()
         first = self._first.pop((group, event_id), now) if event_id else now
+        attempts = self.attempts(group, event_id, delivery)
+        self.handled(group, event_id)
         text = " ".join(str(error).split())
         return {
             DL_CHANNEL: delivery.message.channel,
@@ -81,7 +104,7 @@ class FailureLog:
             DL_ERROR_TYPE: error_type_name(error),
             DL_ERROR: text[:MAX_ERROR_TEXT],
             DL_TRACEBACK: traceback_digest(error),
-            DL_ATTEMPTS: str(delivery.attempt),
+            DL_ATTEMPTS: str(attempts),
             DL_FIRST_FAILURE: first,
             DL_LAST_FAILURE: now,
         }
