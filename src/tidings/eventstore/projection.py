@@ -631,7 +631,9 @@ class ProjectionRunner(Service):
         while stop is None or not stop.is_set():
             # the log's end as of now, read before the page: if the page comes back empty, every event up to it
             # has been seen, handled or not, and the checkpoint may move there
-            last = (await self.store.stats()).last_position
+            # (the newest event, not stats(): that counts every event of the log, at each page)
+            newest = await self.store.read_all(backwards=True, limit=1)
+            last = newest[0].position if newest else 0
             page = await self.store.read_all(from_position=position, limit=self.batch, event_types=self._types)
             if not page:
                 if last > position:  # only events of other types since: no need to scan them again next time
