@@ -24,7 +24,7 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, TypeVar
 
-from tidings.errors import TidingsError
+from tidings.errors import TidingsError, UsageError
 from tidings.lifecycle import Service
 
 if TYPE_CHECKING:
@@ -134,6 +134,56 @@ class StoredEvent(Protocol):
 
 
 S = TypeVar("S", bound=StoredEvent)
+
+
+class InvalidArgument(UsageError, ValueError):
+    """A caller's mistake in an append or a read (a ValueError too, as the contract suite fixes it)."""
+
+
+_FIELD_TYPES = tuple(zip(NewEvent._fields, (str, str, bytes, bytes, str), strict=True))
+
+
+def check_append(stream_id: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> None:
+    """The caller's mistakes in one append, raised before it is queued: in a group commit a bad argument must
+    fail its own call, not the batch it would have joined (every backend runs this same check)."""
+    if not isinstance(stream_id, str) or not stream_id:
+        raise InvalidArgument(f"stream_id must be a non-empty string, not {stream_id!r}")
+    if not events:
+        raise InvalidArgument(f"stream {stream_id!r}: nothing to append (an empty list of events)")
+    if not ((type(expected) is int and expected >= 0) or expected in (ANY, NO_STREAM, STREAM_EXISTS)):
+        raise InvalidArgument(
+            f"stream {stream_id!r}: expected_version must be ANY, NO_STREAM, STREAM_EXISTS or a version >= 0, "
+            f"not {expected!r}"
+        )
+    for index, event in enumerate(events):
+        if not isinstance(event, NewEvent):
+            raise InvalidArgument(f"stream {stream_id!r}: event {index} is a {type(event).__name__}, not a NewEvent")
+        for (name, kind), value in zip(_FIELD_TYPES, event, strict=True):
+            if type(value) is not kind:
+                raise InvalidArgument(
+                    f"stream {stream_id!r}: event {index}: {name} is a {type(value).__name__}; an event is a "
+                    "NewEvent of str ids and types and bytes bodies (data, metadata: orjson.dumps gives bytes)"
+                )
+
+
+def check_read(limit: int | None, event_types: Sequence[str] | None = None) -> None:
+    """The caller's mistakes in a read."""
+    if limit is not None and limit < 0:
+        raise InvalidArgument(f"limit cannot be negative ({limit})")
+    if isinstance(event_types, str):  # a str is a Sequence[str] too: its letters would be the types
+        raise InvalidArgument(f"event_types is a list of event types, not a string: [{event_types!r}]?")
+
+
+def expected_ok(expected: ExpectedVersion, version: int) -> bool:
+    """Whether a stream at ``version`` (0: none; a soft-deleted stream keeps its version) is where ``expected``
+    says it is."""
+    if expected == ANY:
+        return True
+    if expected == NO_STREAM:
+        return version == 0
+    if expected == STREAM_EXISTS:
+        return version > 0
+    return version == expected
 
 
 def judge_retry(stream_id: str, events: Sequence[NewEvent], stored: Sequence[S | None]) -> tuple[S, S]:
@@ -249,11 +299,15 @@ __all__ = [
     "EventStore",
     "EventStoreError",
     "ExpectedVersion",
+    "InvalidArgument",
     "NewEvent",
     "RecordedEvent",
     "StoreStats",
     "StreamDeleted",
     "StreamMetadata",
     "WrongExpectedVersion",
+    "check_append",
+    "check_read",
+    "expected_ok",
     "judge_retry",
 ]

@@ -36,8 +36,6 @@ from typing import TYPE_CHECKING, ClassVar
 from tidings.errors import UsageError
 from tidings.eventstore.base import (
     ANY,
-    NO_STREAM,
-    STREAM_EXISTS,
     AppendResult,
     DuplicateEventError,
     EventStore,
@@ -49,6 +47,9 @@ from tidings.eventstore.base import (
     StreamDeleted,
     StreamMetadata,
     WrongExpectedVersion,
+    check_append,
+    check_read,
+    expected_ok,
     judge_retry,
 )
 
@@ -157,27 +158,8 @@ def _version(event: RecordedEvent) -> int:
 
 
 def _check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
-    if expected == ANY:
-        return
-    if expected == NO_STREAM:
-        ok = actual == 0
-    elif expected == STREAM_EXISTS:
-        ok = actual > 0
-    else:
-        ok = actual == expected
-    if not ok:
+    if not expected_ok(expected, actual):
         raise WrongExpectedVersion(stream_id, expected, actual)
-
-
-def _validate(appends: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]]) -> None:
-    """The caller's mistakes, raised before anything is looked at."""
-    for stream_id, events, expected in appends:
-        if not events:
-            raise ValueError(f"stream {stream_id!r}: nothing to append (an empty list of events)")
-        if isinstance(expected, bool) or not (
-            (isinstance(expected, int) and expected >= 0) or expected in (ANY, NO_STREAM, STREAM_EXISTS)
-        ):
-            raise ValueError(f"stream {stream_id!r}: expected_version {expected!r} is not a version or a constant")
 
 
 class _Staged:
@@ -308,7 +290,8 @@ class MemoryEventStore(EventStore):
                 "the memory event store has no database transaction to share with an outbox: use the SQLite or "
                 "PostgreSQL store, or publish with a LogRelay"
             )
-        _validate(appends)
+        for stream_id, events, expected in appends:
+            check_append(stream_id, events, expected)
         if not appends:
             return []
         storage = self.storage
@@ -388,8 +371,7 @@ class MemoryEventStore(EventStore):
         self, stream_id: str, *, from_version: int | None = None, backwards: bool = False, limit: int | None = None
     ) -> list[RecordedEvent]:
         self._check_open()
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit cannot be negative ({limit})")
+        check_read(limit)
         now = time.time()
         with self.storage.lock:
             stream = self._stream(stream_id)
@@ -422,8 +404,7 @@ class MemoryEventStore(EventStore):
         event_types: Sequence[str] | None = None,
     ) -> list[RecordedEvent]:
         self._check_open()
-        if limit < 0:
-            raise ValueError(f"limit cannot be negative ({limit})")
+        check_read(limit, event_types)
         types = None if event_types is None else frozenset(event_types)
         with self.storage.lock:
             found, _ = self.storage.scan(from_position, limit, types, backwards=backwards)
@@ -451,6 +432,7 @@ class MemoryEventStore(EventStore):
     def subscribe(
         self, *, from_position: int = 0, event_types: Sequence[str] | None = None
     ) -> AsyncIterator[RecordedEvent]:
+        check_read(None, event_types)
         types = None if event_types is None else frozenset(event_types)
         return self._subscription(from_position, types)
 

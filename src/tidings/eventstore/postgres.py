@@ -121,6 +121,9 @@ from tidings.eventstore.base import (
     StreamDeleted,
     StreamMetadata,
     WrongExpectedVersion,
+    check_append,
+    check_read,
+    expected_ok,
     judge_retry,
 )
 from tidings.pgpool import ConnectionPool
@@ -133,6 +136,8 @@ if TYPE_CHECKING:
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
+#: the log positions a type-filtered subscription scans per read
+_WINDOW = 5000
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 #: a batch of the group commit holds at most this many events (an append bigger than that goes alone)
 _BATCH_EVENTS = 5000
@@ -200,21 +205,8 @@ def _deleted(stream_id: str, what: str = "") -> StreamDeleted:
 
 def _check_expected(stream_id: str, expected: ExpectedVersion, stream: _Stream) -> None:
     """Raise :class:`WrongExpectedVersion` unless ``stream`` is where ``expected`` says."""
-    version = stream.version
-    # a soft-deleted stream reads as empty but keeps its version: to a writer it still exists
-    exists = version > 0
-    if expected == ANY:
-        return
-    if expected == NO_STREAM:
-        ok = not exists
-    elif expected == STREAM_EXISTS:
-        ok = exists
-    elif isinstance(expected, int) and not isinstance(expected, bool):
-        ok = version == expected
-    else:
-        raise UsageError(f"expected_version must be an int, ANY, NO_STREAM or STREAM_EXISTS, not {expected!r}")
-    if not ok:
-        raise WrongExpectedVersion(stream_id, expected, version)
+    if not expected_ok(expected, stream.version):
+        raise WrongExpectedVersion(stream_id, expected, stream.version)
 
 
 def _replayed(
@@ -614,7 +606,7 @@ class PostgresEventStore(EventStore):
     ) -> list[AppendResult]:
         self._check_started()
         for stream_id, events, expected in appends:
-            _validate(stream_id, events, expected)
+            check_append(stream_id, events, expected)
         loop = asyncio.get_running_loop()
         unit = _Unit(appends, loop.create_future(), sum(len(events) for _, events, _ in appends), outbox)
         self._pending.append(unit)
@@ -878,7 +870,8 @@ class PostgresEventStore(EventStore):
     async def read_stream(
         self, stream_id: str, *, from_version: int | None = None, backwards: bool = False, limit: int | None = None
     ) -> list[RecordedEvent]:
-        if limit is not None and limit <= 0:
+        check_read(limit)
+        if limit == 0:
             return []
         start = (2**31 - 1 if backwards else 0) if from_version is None else from_version
         query = self._sql.read_stream_backwards if backwards else self._sql.read_stream
@@ -900,7 +893,8 @@ class PostgresEventStore(EventStore):
         limit: int = 1000,
         event_types: Sequence[str] | None = None,
     ) -> list[RecordedEvent]:
-        if limit <= 0:
+        check_read(limit, event_types)
+        if limit == 0:
             return []
         sql = self._sql
         if backwards:
@@ -926,6 +920,7 @@ class PostgresEventStore(EventStore):
     ) -> AsyncIterator[RecordedEvent]:
         """History in pages, then live: on each notification of an append (and every ``poll_interval`` seconds
         in any case) the log is read again from the last position delivered. Ends when the store is closed."""
+        check_read(None, event_types)
         self._check_started()
         generation, closing = self._generation, self._closing
         position = from_position
@@ -942,7 +937,12 @@ class PostgresEventStore(EventStore):
                     # wait for the next poll
                     listener = await self._listen()
                 try:
-                    page = await self.read_all(from_position=position, limit=self.page_size, event_types=types)
+                    if types is None:
+                        page = await self.read_all(from_position=position, limit=self.page_size)
+                        more = len(page) == self.page_size
+                    else:
+                        page, end = await self._window(position, types)
+                        more = end > position
                 except EventStoreError:
                     if ended():
                         return
@@ -950,7 +950,9 @@ class PostgresEventStore(EventStore):
                 for event in page:
                     position = event.position
                     yield event
-                if len(page) == self.page_size:
+                if more:
+                    if types is not None:
+                        position = end  # past the window's events of other types too: never scanned again
                     continue
                 if listener is None:
                     with contextlib.suppress(TimeoutError):
@@ -966,6 +968,17 @@ class PostgresEventStore(EventStore):
         finally:
             if listener is not None:
                 await self._drop_listener(listener)
+
+    async def _window(self, after: int, types: list[str]) -> tuple[list[RecordedEvent], int]:
+        """The events of ``types`` in the next window of the log after ``after``, and the window's last position
+        (``after`` when the log has nothing more)."""
+        if not types:
+            return [], after
+        window = max(self.page_size, _WINDOW)
+        rows = await self._fetch(self._sql.window_types, (after, window, after, types))
+        if not rows:
+            return [], after
+        return [RecordedEvent._make(row[1:]) for row in rows if row[1] is not None], int(rows[0][0])
 
     async def _listen(self) -> psycopg.AsyncConnection[Any] | None:
         """A connection LISTENing for appends, or None (closed store, PostgreSQL unreachable: the caller polls)."""
@@ -1040,21 +1053,6 @@ class PostgresEventStore(EventStore):
         rows = await self._fetch(self._sql.stats)
         streams, events, last_position, size = rows[0]
         return StoreStats(int(streams), int(events), int(last_position), int(size))
-
-
-def _validate(stream_id: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> None:
-    if not events:
-        # a ValueError (as the contract fixes it): an empty batch is the caller's mistake, never the database's
-        raise ValueError(f"stream {stream_id!r}: an append needs at least one event")
-    if not isinstance(stream_id, str) or not stream_id:
-        raise UsageError(f"stream_id must be a non-empty string, not {stream_id!r}")
-    # checked here, before the append joins a batch: a bad argument must fail its own call, not the batch
-    exact = isinstance(expected, int) and not isinstance(expected, bool) and expected >= 0
-    if not (exact or expected in (ANY, NO_STREAM, STREAM_EXISTS)):
-        raise UsageError(f"expected_version must be ANY, NO_STREAM, STREAM_EXISTS or a version >= 0, not {expected!r}")
-    for event in events:
-        if not isinstance(event, NewEvent):
-            raise UsageError(f"events must be NewEvent values, not {type(event).__name__}")
 
 
 class _Statements:
@@ -1192,6 +1190,16 @@ class _Statements:
         self.read_all = q(f"{select_events} WHERE position > %s ORDER BY position LIMIT %s")
         self.read_all_types = q(
             f"{select_events} WHERE position > %s AND event_type = ANY(%b::text[]) ORDER BY position LIMIT %s"
+        )
+        # a subscription filtering by type reads the log a window of positions at a time, matching or not, and
+        # carries on after the window: otherwise each wake-up would scan again every event of other types since
+        # its last match (there is no index on the type). One row per match, each with the window's end; a row
+        # of NULLs but the end when nothing matched; no row when the log has nothing after the position
+        self.window_types = q(
+            "WITH w AS (SELECT max(position) AS last FROM (SELECT position FROM {events} WHERE position > %s "
+            f"ORDER BY position LIMIT %s) AS x WHERE x.position IS NOT NULL) SELECT w.last, {columns} FROM w "
+            "LEFT JOIN LATERAL (SELECT * FROM {events} AS e WHERE e.position > %s AND e.position <= w.last "
+            "AND e.event_type = ANY(%b::text[])) AS e ON true WHERE w.last IS NOT NULL ORDER BY e.position"
         )
         self.read_all_backwards = q(f"{select_events} WHERE position < %s ORDER BY position DESC LIMIT %s")
         self.read_all_backwards_types = q(

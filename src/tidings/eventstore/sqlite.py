@@ -116,8 +116,6 @@ import orjson
 from tidings.errors import UsageError, one_line
 from tidings.eventstore.base import (
     ANY,
-    NO_STREAM,
-    STREAM_EXISTS,
     AppendResult,
     DuplicateEventError,
     EventStore,
@@ -129,6 +127,9 @@ from tidings.eventstore.base import (
     StreamDeleted,
     StreamMetadata,
     WrongExpectedVersion,
+    check_append,
+    check_read,
+    expected_ok,
     judge_retry,
 )
 from tidings.sqlite_wal import use_wal
@@ -284,34 +285,6 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     if code is not None:
         return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
     return "locked" in str(exc) or "busy" in str(exc)
-
-
-def _expected_ok(expected: ExpectedVersion, version: int) -> bool:
-    if expected == ANY:
-        return True
-    if expected == NO_STREAM:
-        return version == 0
-    if expected == STREAM_EXISTS:
-        return version > 0
-    return version == expected
-
-
-def _check_entry(stream_id: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> None:
-    """The caller's mistakes, raised before anything is queued (ValueError, as the contract fixes it)."""
-    if not events:
-        raise ValueError(f"stream {stream_id!r}: nothing to append (an empty list of events)")
-    if type(expected) is int:
-        if expected < 0:
-            raise ValueError(f"stream {stream_id!r}: expected_version cannot be negative ({expected})")
-    elif expected not in (ANY, NO_STREAM, STREAM_EXISTS):
-        raise ValueError(f"stream {stream_id!r}: expected_version {expected!r} is not a version or a constant")
-    if not isinstance(stream_id, str):
-        raise ValueError(f"stream_id must be a string, not {stream_id!r}")
-
-
-def _check_types(event_types: Sequence[str] | None) -> None:
-    if isinstance(event_types, str):  # a str is a Sequence[str] too: its letters would be the types
-        raise ValueError(f"event_types is a list of event types, not a string: [{event_types!r}]?")
 
 
 def _judge_retry(stream_id: str, events: Sequence[NewEvent], found: dict[str, tuple[Any, ...]]) -> AppendResult:
@@ -871,7 +844,7 @@ class SqliteEventStore(EventStore):
                 if version is None:
                     hard, version = conn.execute(_STATE, (stream_id,)).fetchone()
                     versions[stream_id] = version = -1 if hard else version
-                if version >= 0 and _expected_ok(expected, version):
+                if version >= 0 and expected_ok(expected, version):
                     count, position = len(events), tx.next_position
                     rows += [(position + i, stream_id, version + 1 + i, *e, now) for i, e in enumerate(events)]
                     if version == 0:
@@ -892,7 +865,7 @@ class SqliteEventStore(EventStore):
     async def append(
         self, stream_id: str, events: Sequence[NewEvent], *, expected_version: ExpectedVersion = ANY
     ) -> AppendResult:
-        _check_entry(stream_id, events, expected_version)
+        check_append(stream_id, events, expected_version)
         # one stream: failure-atomic on its own (one statement, or a savepoint around a multi-row insert)
         run = partial(self._append_one, stream_id, events, expected_version)
         return await self._write(run, len(events), False, (stream_id, events, expected_version))
@@ -904,7 +877,7 @@ class SqliteEventStore(EventStore):
         outbox: OutboxRows | None = None,
     ) -> list[AppendResult]:
         for stream_id, events, expected in appends:
-            _check_entry(stream_id, events, expected)
+            check_append(stream_id, events, expected)
         if not appends:
             return []
         entries = list(appends)
@@ -939,7 +912,7 @@ class SqliteEventStore(EventStore):
             tx.next_position = head + 1
         if hard:
             raise StreamDeleted(f"stream {stream_id!r} was deleted (hard): it cannot be appended to")
-        if not _expected_ok(expected, version):
+        if not expected_ok(expected, version):
             # a retry is recognised before the check: the stream has moved on since the original append
             found = self._known(conn, stream_id, events)
             if found:
@@ -1055,8 +1028,7 @@ class SqliteEventStore(EventStore):
     async def read_stream(
         self, stream_id: str, *, from_version: int | None = None, backwards: bool = False, limit: int | None = None
     ) -> list[RecordedEvent]:
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit cannot be negative ({limit})")
+        check_read(limit)
         if backwards:
             sql, start = _READ_BACKWARDS, _END if from_version is None else from_version
         else:
@@ -1085,9 +1057,7 @@ class SqliteEventStore(EventStore):
         limit: int = 1000,
         event_types: Sequence[str] | None = None,
     ) -> list[RecordedEvent]:
-        if limit < 0:
-            raise ValueError(f"limit cannot be negative ({limit})")
-        _check_types(event_types)
+        check_read(limit, event_types)
         if limit == 0 or (event_types is not None and not event_types):
             if not self._started:
                 raise self._not_open()
@@ -1124,7 +1094,7 @@ class SqliteEventStore(EventStore):
     def subscribe(
         self, *, from_position: int = 0, event_types: Sequence[str] | None = None
     ) -> AsyncIterator[RecordedEvent]:
-        _check_types(event_types)
+        check_read(None, event_types)
         types = None if event_types is None else orjson.dumps(list(dict.fromkeys(event_types)))
         return self._subscription(from_position, types)
 
