@@ -35,10 +35,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tidings.redact import redact_url
+
 #: wide enough for the tables when the output goes to a file or a pipe (rich would assume 80 columns)
 console = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 
 MIN_ROUNDS = 3
+
+#: the PostgreSQL that the benchmarks needing one connect to (each makes its own schemas or tables, then drops them)
+PG_DSN = os.environ.get("TIDINGS_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,33 @@ class Report:
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
         Path(path).write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def print_verdicts(
+    heading: str, verdicts: Sequence[tuple[str, bool]], report: Report, json_path: str | os.PathLike[str] | None
+) -> None:
+    """The end of a run: ``heading``, each target with whether it was met, then ``--json PATH`` written."""
+    console.print(heading)
+    for text, ok in verdicts:
+        console.print(f"  {text}: {'met' if ok else '[red]NOT met[/red]'}")
+    if json_path:
+        report.write_json(json_path)
+        console.print(f"Results written to {json_path}")
+
+
+def require_postgres(dsn: str = PG_DSN) -> None:
+    """Stop the run, with one line and exit status 1, if PostgreSQL at ``dsn`` does not answer: a run that left it
+    out would pass for a whole one. Called before anything is measured."""
+    import psycopg  # here: only the benchmarks that use PostgreSQL need it
+
+    try:
+        psycopg.connect(dsn, connect_timeout=10).close()
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise SystemExit(
+            f"PostgreSQL at {redact_url(dsn)} is not reachable: {redact_url(reason)}; "
+            "start it or set TIDINGS_BENCH_PG_DSN, or run --only sqlite"
+        ) from None
 
 
 def argument_parser(description: str) -> argparse.ArgumentParser:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import shutil
 import sqlite3
 import statistics
@@ -42,12 +41,14 @@ from pathlib import Path
 import psycopg
 from _common import (  # benchmarks/ is on sys.path: it is the folder of the script being run
     MIN_ROUNDS,
+    PG_DSN,
     Report,
     argument_parser,
     console,
     load_summary,
     machine_summary,
     new_table,
+    require_postgres,
 )
 
 from tidings.events.envelope import uuid7_many
@@ -55,10 +56,8 @@ from tidings.eventstore import sqlite as sqlite_store
 from tidings.eventstore.base import EventStore, NewEvent
 from tidings.eventstore.postgres import PostgresEventStore
 from tidings.eventstore.sqlite import SqliteEventStore
-from tidings.redact import redact_url
 
 BENCHMARK = "append_cost"
-PG_DSN = os.environ.get("TIDINGS_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 STREAMS = 100
 BODY = b'{"user_id": 7, "email": "user00007@example.com", "note": "' + b"x" * 140 + b'"}'
 FLOOR = "raw floor"
@@ -259,6 +258,15 @@ def postgres_steps(schemas: list[str]) -> list[Step]:
     ]
 
 
+def drop_schemas(schemas: list[str]) -> None:
+    """Drop the schemas a run made (some names may never have been created: ``IF EXISTS``)."""
+    if not schemas:
+        return
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        for schema in schemas:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+
+
 # -- the run -------------------------------------------------------------------------------------------------
 
 
@@ -294,6 +302,8 @@ def main() -> None:
     parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=("sqlite", "postgres"), help="measure one backend only")
     args = parser.parse_args()
+    if args.only != "sqlite":
+        require_postgres()  # before anything is measured: a run without it would pass for a whole one
     n_pg, n_sqlite = (1_000, 4_000) if args.quick else (5_000, 20_000)
     console.rule(f"[bold]benchmark: {BENCHMARK}[/bold] ({'quick' if args.quick else 'full'})")
     console.print(f"Machine: {machine_summary()}; {load_summary()} at the start")
@@ -316,14 +326,16 @@ def main() -> None:
         try:
             with console.status("PostgreSQL: appending"):
                 rates = measure(postgres_steps(schemas), n_pg, MIN_ROUNDS)
-        except psycopg.OperationalError as exc:
-            console.print(f"[yellow]PostgreSQL at {redact_url(PG_DSN)} is not reachable ({exc}): skipped[/yellow]")
-        else:
-            show(f"PostgreSQL, synchronous_commit=on: {n_pg:,} single-event appends", rates, report, "PostgreSQL")
-        finally:
-            with psycopg.connect(PG_DSN, autocommit=True) as conn:
-                for schema in schemas:
-                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+        except BaseException:
+            try:  # clean up, but the error being raised is the one to see
+                drop_schemas(schemas)
+            except psycopg.Error as exc:
+                console.print(
+                    f"[yellow]Could not drop the schemas {', '.join(schemas)}: {' '.join(str(exc).split())}[/yellow]"
+                )
+            raise
+        drop_schemas(schemas)
+        show(f"PostgreSQL, synchronous_commit=on: {n_pg:,} single-event appends", rates, report, "PostgreSQL")
     console.print(f"{load_summary()} at the end")
     if args.json:
         report.write_json(args.json)

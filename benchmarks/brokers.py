@@ -60,6 +60,7 @@ from _common import (  # benchmarks/ is on sys.path: it is the folder of the scr
     load_summary,
     machine_summary,
     new_table,
+    print_verdicts,
 )
 from pydantic import BaseModel
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -914,12 +915,7 @@ def main() -> None:
             console.print(table(plan, broker, everyone))
     report = Report(BENCHMARK)
     verdicts = fill_report(report, plan, everyone)
-    console.print("Targets (issue #4):")
-    for text, ok in verdicts:
-        console.print(f"  {text}: {'met' if ok else '[red]NOT met[/red]'}")
-    if args.json:
-        report.write_json(args.json)
-        console.print(f"Results written to {args.json}")
+    print_verdicts("Targets (issue #4):", verdicts, report, args.json)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import os
 import shutil
 import sqlite3
 import statistics
@@ -61,12 +60,15 @@ import orjson
 import psycopg
 from _common import (  # benchmarks/ is on sys.path: it is the folder of the script being run
     MIN_ROUNDS,
+    PG_DSN,
     Report,
     argument_parser,
     console,
     load_summary,
     machine_summary,
     new_table,
+    print_verdicts,
+    require_postgres,
 )
 from eventsourcing import application as es_application
 from eventsourcing import domain as es_domain
@@ -81,10 +83,8 @@ from tidings.eventstore.aggregate import Aggregate, Repository, when
 from tidings.eventstore.base import EventStore, NewEvent
 from tidings.eventstore.postgres import PostgresEventStore
 from tidings.eventstore.sqlite import SqliteEventStore
-from tidings.redact import redact_url
 
 BENCHMARK = "eventstore"
-PG_DSN = os.environ.get("TIDINGS_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 CONCURRENCY = 16
 BATCHES = (1, 10, 100)
 PAGE = 1_000
@@ -217,6 +217,17 @@ def run_threads(parts: Sequence[Sequence[Append]], work: Callable[[int, Sequence
         thread.join()
     if errors:
         raise errors[0]
+
+
+def timed_split(appends: list[Append], concurrency: int, work: Callable[[int, Sequence[Append]], None]) -> float:
+    """Seconds for ``work(k, part)`` to make the appends: ``work(0, appends)`` in this thread for one appender, else
+    ``concurrency`` threads, each owning its share of the streams (:meth:`Data.split`)."""
+    start = time.perf_counter()
+    if concurrency == 1:
+        work(0, appends)
+    else:
+        run_threads(Data.split(appends, concurrency), work)
+    return time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -494,12 +505,7 @@ class EventSourcing(Contender):
             for a in part:
                 recorder.insert_events(events[a.stream][a.version : a.version + a.count])
 
-        start = time.perf_counter()
-        if concurrency == 1:
-            work(0, appends)
-        else:
-            run_threads(Data.split(appends, concurrency), work)
-        return time.perf_counter() - start
+        return timed_split(appends, concurrency, work)
 
     def rebuild(self) -> tuple[float, int]:
         count = 0
@@ -583,7 +589,8 @@ class RawSqlite(Contender):
         rows = self.rows()
         insert = self.INSERT
 
-        def sequential(conn: sqlite3.Connection, part: Sequence[Append]) -> None:
+        def sequential(k: int, part: Sequence[Append]) -> None:
+            conn = self.conns[k]
             for a in part:
                 if a.count == 1:  # one INSERT, committed on its own (autocommit)
                     conn.execute(insert, rows[a.stream][a.version])
@@ -599,12 +606,7 @@ class RawSqlite(Contender):
                 conn.executemany(insert, rows[a.stream][a.version : a.version + a.count])
                 conn.execute("COMMIT")
 
-        start = time.perf_counter()
-        if concurrency == 1:
-            sequential(self.conns[0], appends)
-        else:
-            run_threads(Data.split(appends, concurrency), concurrent)
-        return time.perf_counter() - start
+        return timed_split(appends, concurrency, sequential if concurrency == 1 else concurrent)
 
     def rebuild(self) -> tuple[float, int]:
         conn = self.conns[0]
@@ -687,12 +689,7 @@ class RawPostgres(Contender):
                     with conn.transaction(), conn.cursor() as cursor:  # executemany is pipelined by psycopg
                         cursor.executemany(insert, rows[a.stream][a.version : a.version + a.count])
 
-        start = time.perf_counter()
-        if concurrency == 1:
-            work(0, appends)
-        else:
-            run_threads(Data.split(appends, concurrency), work)
-        return time.perf_counter() - start
+        return timed_split(appends, concurrency, work)
 
     def rebuild(self) -> tuple[float, int]:
         conn = self.conns[0]
@@ -884,22 +881,22 @@ def report(plan: Plan, backends: list[Backend], results: Results, args: Any) -> 
                 verdicts.append(
                     (f"SQLite, {REBUILD}: ≥ {REBUILD_FLOOR:,} events/s ({rebuild:,.0f})", rebuild >= REBUILD_FLOOR)
                 )
-    console.print(
+    print_verdicts(
         "Targets (issue): single-event appends ≥ 0.8x the raw single-commit floor, beyond it with concurrent "
         "appenders; batched appends ≥ 3x eventsourcing and ≥ 0.6x the raw floor; rebuild and read-all ≥ 3x "
-        f"eventsourcing; rebuild ≥ {REBUILD_FLOOR:,} events/s on SQLite:"
+        f"eventsourcing; rebuild ≥ {REBUILD_FLOOR:,} events/s on SQLite:",
+        verdicts,
+        out,
+        args.json,
     )
-    for text, ok in verdicts:
-        console.print(f"  {text}: {'met' if ok else '[red]NOT met[/red]'}")
-    if args.json:
-        out.write_json(args.json)
-        console.print(f"Results written to {args.json}")
 
 
 def main() -> None:
     parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=("sqlite", "postgres"), help="measure one backend only")
     args = parser.parse_args()
+    if args.only != "sqlite":
+        require_postgres()  # before anything is measured: a run without it would pass for a whole one
     plan = QUICK if args.quick else FULL
     assert plan.rounds >= MIN_ROUNDS
     console.rule(f"[bold]benchmark: {BENCHMARK}[/bold] ({'quick' if args.quick else 'full'})")
@@ -918,10 +915,7 @@ def main() -> None:
         if args.only in (None, "sqlite"):
             backends.append(SqliteBackend(Path(scratch)))
         if args.only in (None, "postgres"):
-            try:
-                backends.append(PostgresBackend())
-            except psycopg.Error as exc:
-                console.print(f"[yellow]PostgreSQL at {redact_url(PG_DSN)} is not reachable ({exc}): skipped[/yellow]")
+            backends.append(PostgresBackend())
         for backend in backends:
             console.print(f"Durability on {backend.name}, the same for every contender: {backend.durability}")
         if args.only != "postgres":

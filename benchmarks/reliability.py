@@ -37,13 +37,15 @@ from pathlib import Path
 import aio_pika
 from _common import (  # benchmarks/ is on sys.path: it is the folder of the script being run
     MIN_ROUNDS,
+    PG_DSN,
     Report,
     argument_parser,
+    console,
     load_summary,
     machine_summary,
     new_table,
+    print_verdicts,
 )
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from tidings.app import App, EventContext
@@ -62,11 +64,9 @@ BENCHMARK = "reliability"
 PROJECT = Path(__file__).resolve().parent.parent
 DOCUMENT = PROJECT / "examples" / "user-service.asyncapi.yaml"
 AMQP_URL = os.environ.get("TIDINGS_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-PG_DSN = os.environ.get("TIDINGS_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TIDINGS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PREFETCH = 256
 TARGET = 0.75
-console = Console(highlight=False)
 
 
 class UserCreated(Event, type="user.created", version="1.0"):
@@ -353,12 +353,7 @@ def main() -> None:
                 f"{row.name}\n[dim]{row.detail}[/dim]", rate, f"{ratio:.2f}x{mark}" if row is not reference else ""
             )
         console.print(table)
-    console.print("Targets (issue #5: idempotency costs at most 25% of throughput):")
-    for text, ok in verdicts:
-        console.print(f"  {text}: {'met' if ok else '[red]NOT met[/red]'}")
-    if args.json:
-        report.write_json(args.json)
-        console.print(f"Results written to {args.json}")
+    print_verdicts("Targets (issue #5: idempotency costs at most 25% of throughput):", verdicts, report, args.json)
 
 
 if __name__ == "__main__":
