@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -50,17 +49,11 @@ def add_parser(commands: Any) -> None:
 
 
 def run_dlq(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from tidings.brokers.base import DeadLetterSelection, broker_from_url
-    from tidings.cli.common import one_line_errors
+    from tidings.cli.common import consoles, one_line_errors, require_sqlite_file
     from tidings.errors import UsageError
 
-    console = Console(highlight=False, soft_wrap=True)
-    errors = Console(stderr=True, highlight=False, soft_wrap=True)
-    # the drivers log their own version of a failure that tidings reports in one line of its own
-    for name in ("aio_pika", "aiormq", "tidings"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    console, errors = consoles("aio_pika", "aiormq")
     selection = DeadLetterSelection(
         frozenset([*args.ids, *args.more_ids]), args.error_type, args.event_type, args.group
     )
@@ -75,12 +68,16 @@ def run_dlq(args: argparse.Namespace) -> int:
             )
         if args.action in ("replay", "purge") and filtered and args.all:
             raise UsageError("--all with a filter is ambiguous: give one or the other")
-        return asyncio.run(_act(args, broker_from_url(args.broker), selection, console))
+        broker = broker_from_url(args.broker)
+        require_sqlite_file(args.broker, "sqlite broker")
+        return asyncio.run(_act(args, broker, selection, console, errors))
 
     return one_line_errors("tidings dlq", errors, work)
 
 
-async def _act(args: argparse.Namespace, broker: Broker, selection: DeadLetterSelection, console: Any) -> int:
+async def _act(
+    args: argparse.Namespace, broker: Broker, selection: DeadLetterSelection, console: Any, errors: Any
+) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     async with broker:
@@ -88,7 +85,7 @@ async def _act(args: argparse.Namespace, broker: Broker, selection: DeadLetterSe
             chosen = [dead for dead in await broker.dead_letters() if selection.matches(dead)]
             if args.action == "show":
                 if not chosen:
-                    console.print(
+                    errors.print(
                         f"no dead letter {next(iter(selection.ids))!r} on {broker.url} "
                         "(`tidings dlq list` shows the ids)",
                         markup=False,
@@ -99,12 +96,12 @@ async def _act(args: argparse.Namespace, broker: Broker, selection: DeadLetterSe
                 _list(chosen, broker.url, args.format, console)
             return 0
         replay = args.action == "replay"
-        total = sum(1 for dead in await broker.dead_letters() if selection.matches(dead))
         verb = "replaying" if replay else "purging"
+        # no total: counting first would read the whole dead-letter store (a topic, a queue) twice
         with Progress(
             TextColumn(f"{verb} dead letters"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
         ) as progress:
-            task = progress.add_task(verb, total=total or None)
+            task = progress.add_task(verb, total=None)
             done = await broker.settle_dead_letters(
                 selection.matches, replay=replay, progress=lambda n: progress.update(task, completed=n)
             )

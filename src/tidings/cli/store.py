@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -100,36 +98,20 @@ def _count(text: str) -> int:
     return value
 
 
-def _consoles() -> tuple[Console, Console]:
-    from rich.console import Console
-
-    # the drivers and the stores log their own version of a failure that is reported here in one line
-    for name in ("tidings", "psycopg"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    return Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
-
-
 def _open_store(url: str) -> EventStore:
     """The store ``url`` names; an SQLite file must exist (a typo must not create an empty store and report it)."""
-    from urllib.parse import urlsplit
-
-    from tidings.dburl import sqlite_file
-    from tidings.eventstore.base import EventStoreError
+    from tidings.cli.common import require_sqlite_file
     from tidings.eventstore.urls import store_from_url
 
     store = store_from_url(url)  # UsageError for a bad URL, before the file is looked at
-    parts = urlsplit(url)
-    if parts.scheme.lower() == "sqlite":
-        path = sqlite_file(parts)
-        if path is not None and not os.path.isfile(path):
-            raise EventStoreError(f"no event store at {path} (no such file)")
+    require_sqlite_file(url, "event store")
     return store
 
 
 def run_store(args: argparse.Namespace) -> int:
-    from tidings.cli.common import one_line_errors
+    from tidings.cli.common import consoles, one_line_errors
 
-    console, errors = _consoles()
+    console, errors = consoles("psycopg")
 
     def work() -> int:
         store = _open_store(args.store)
@@ -251,10 +233,10 @@ async def _scavenge(store: EventStore, url: str, console: Console) -> int:
 
 
 def run_projection(args: argparse.Namespace) -> int:
-    from tidings.cli.common import one_line_errors
+    from tidings.cli.common import consoles, one_line_errors
     from tidings.eventstore.projection import target_from_url
 
-    console, errors = _consoles()
+    console, errors = consoles("psycopg")
 
     def work() -> int:
         projection = _load_projection(args.projection)
