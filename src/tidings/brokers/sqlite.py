@@ -77,7 +77,6 @@ import contextlib
 import logging
 import math
 import queue
-import re
 import sqlite3
 import threading
 import time
@@ -110,7 +109,7 @@ from tidings.brokers.base import (
 from tidings.dburl import sqlite_file
 from tidings.errors import UsageError, describe_error
 from tidings.redact import redact_url
-from tidings.sqlite_wal import use_wal
+from tidings.sqlite_wal import is_database_wide, use_wal
 
 logger = logging.getLogger("tidings.brokers.sqlite")
 
@@ -263,14 +262,6 @@ def _parse_url(url: str, overrides: Mapping[str, object]) -> _Settings:
     )
 
 
-_DATABASE_WIDE = re.compile(r"locked|busy|full|disk I/O|malformed|readonly|unable to open", re.IGNORECASE)
-
-
-def _is_database_wide(exc: BaseException) -> bool:
-    """An error of the database itself, not of the statement that met it."""
-    return isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and bool(_DATABASE_WIDE.search(str(exc)))
-
-
 class _Writer:
     """One thread and one connection that run every statement of a broker, queued work batched per transaction.
 
@@ -383,7 +374,7 @@ class _Writer:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             self._on_rollback()
-            if len(ops) == 1 or _is_database_wide(exc):
+            if len(ops) == 1 or is_database_wide(exc):
                 # a lock held elsewhere, a full disk, an I/O error: no one operation is to blame, and running
                 # each alone would wait out the busy timeout once per operation (minutes, with the writer
                 # blocked for claims and acks meanwhile)

@@ -132,7 +132,7 @@ from tidings.eventstore.base import (
     expected_ok,
     judge_retry,
 )
-from tidings.sqlite_wal import use_wal
+from tidings.sqlite_wal import is_busy, use_wal
 
 if TYPE_CHECKING:
     from tidings.reliability.outbox import OutboxRows
@@ -278,13 +278,6 @@ _WRITER_CACHE_KIB = 32768
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 _OP_ERRORS = (EventStoreError, UsageError, ValueError, TypeError, OverflowError)
 _ARGUMENT_ERRORS = (sqlite3.ProgrammingError, sqlite3.InterfaceError)
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _judge_retry(stream_id: str, events: Sequence[NewEvent], found: dict[str, tuple[Any, ...]]) -> AppendResult:
@@ -557,7 +550,7 @@ class SqliteEventStore(EventStore):
             try:
                 outcomes, appended = self._transaction(fast, [_Op(run, events, savepoint, None, entry)])
             except sqlite3.Error as exc:
-                if not _is_busy(exc):
+                if not is_busy(exc):
                     raise self._error(exc) from exc
                 # another connection holds the write lock: queue it, the flush sends it to the writer thread
             else:
@@ -644,7 +637,7 @@ class SqliteEventStore(EventStore):
                 try:
                     outcomes, appended = self._transaction(fast, ops)
                 except sqlite3.Error as exc:
-                    if not _is_busy(exc):
+                    if not is_busy(exc):
                         self._fail(ops, exc)
                         continue
                     # another connection holds the write lock: wait for it on the writer thread, not here (the
@@ -1012,7 +1005,7 @@ class SqliteEventStore(EventStore):
         try:
             return read(conn)
         except sqlite3.Error as exc:
-            if not _is_busy(exc):
+            if not is_busy(exc):
                 raise self._error(exc) from exc
         return await self._on_maintenance(read)
 

@@ -46,7 +46,6 @@ import asyncio
 import contextlib
 import importlib
 import os
-import re
 import sqlite3
 import time
 from collections import OrderedDict
@@ -60,7 +59,7 @@ from tidings.errors import TidingsError, UsageError, one_line
 from tidings.lifecycle import Service
 from tidings.pgpool import ConnectionPool
 from tidings.redact import redact_url
-from tidings.sqlite_wal import use_wal
+from tidings.sqlite_wal import is_busy, is_database_wide, use_wal
 
 if TYPE_CHECKING:
     import psycopg
@@ -293,15 +292,7 @@ CREATE TABLE IF NOT EXISTS tidings_processed (
 CREATE INDEX IF NOT EXISTS tidings_processed_at ON tidings_processed (processed_at);
 """
 _SQLITE_INSERT = "INSERT INTO tidings_processed (grp, event_id, processed_at) VALUES (?, ?, ?) "
-# a live mark stays as it is; an expired one is replaced (otherwise a re-mark would stay expired)
-_SQLITE_MARK = _SQLITE_INSERT + (
-    "ON CONFLICT (grp, event_id) DO UPDATE SET processed_at = excluded.processed_at "
-    "WHERE tidings_processed.processed_at <= ?"
-)
-_SQLITE_MARK_FOREVER = _SQLITE_INSERT + "ON CONFLICT (grp, event_id) DO NOTHING"
 _SQLITE_LOOKUP = "SELECT processed_at FROM tidings_processed WHERE grp = ? AND event_id = ?"
-#: errors of the database itself rather than of a statement (the same list as the sqlite broker's)
-_DATABASE_WIDE = re.compile(r"locked|busy|full|disk I/O|malformed|readonly|unable to open", re.IGNORECASE)
 #: marks between two checkpoints of the write-ahead log (each mark is about 100 bytes of it)
 _CHECKPOINT_EVERY = 10_000
 # the batched forms: the keys as one JSON array of [group, event_id] pairs
@@ -396,6 +387,8 @@ class SqliteIdempotencyStore(_GroupCommitted):
         return conn
 
     async def start(self) -> None:
+        if self._conn is not None:  # started: every batch calls this, no lock needed to see it
+            return
         async with self._start_lock:
             if self._conn is not None:
                 return
@@ -440,11 +433,6 @@ class SqliteIdempotencyStore(_GroupCommitted):
     def _is_live(self, processed_at: float, now: float) -> bool:
         return self.ttl is None or processed_at + self.ttl > now
 
-    def _mark_params(self, group: str, event_id: str, now: float) -> tuple[str, tuple[Any, ...]]:
-        if self.ttl is None:
-            return _SQLITE_MARK_FOREVER, (group, event_id, now)
-        return _SQLITE_MARK, (group, event_id, now, now - self.ttl)
-
     async def _apply(self, marks: list[Key], lookups: list[Key]) -> set[Key]:
         now = self._clock()
         mark_params: tuple[Any, ...]
@@ -477,28 +465,32 @@ class SqliteIdempotencyStore(_GroupCommitted):
         except sqlite3.OperationalError as exc:
             if fast.in_transaction:
                 fast.execute("ROLLBACK")
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not is_busy(exc):
                 raise self._error(exc) from exc
             # another connection holds the lock: wait for it on the writer thread, never on the event loop
             found = await self._run(apply)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         else:
-            self._unchecked += len(marks)
-            if self._unchecked >= _CHECKPOINT_EVERY:
-                self._unchecked = 0
-                self._checkpoint()
+            self._marked(len(marks))
         return {(g, e) for g, e, at in found if self._is_live(at, now)}
 
-    def _open_fast(self) -> sqlite3.Connection:
+    def _open_fast(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
         # The batch runs on the event loop when it can: a thread hop costs more than the statements (the
         # thread waits for the GIL while the loop is busy). It must never wait there, so this connection does
         # not wait for locks (timeout 0: busy means "go to the writer thread") and does not checkpoint (a
         # checkpoint writes the database file; the writer thread does it, see _checkpoint).
-        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=check_same_thread)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         return conn
+
+    def _marked(self, count: int) -> None:
+        """``count`` marks committed: checkpoint the WAL on the writer thread now and then."""
+        self._unchecked += count
+        if self._unchecked >= _CHECKPOINT_EVERY:
+            self._unchecked = 0
+            self._checkpoint()
 
     def _checkpoint(self) -> None:
         writer, conn = self._writer, self._conn
@@ -526,9 +518,7 @@ class SqliteIdempotencyStore(_GroupCommitted):
         # the inbox thread instead) and no checkpoints (the writer thread's job).
         conn = self._inbox
         if conn is None:
-            conn = self._inbox = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            conn = self._inbox = self._open_fast(check_same_thread=False)  # (also used on the inbox thread)
         return conn
 
     def _begin(self, conn: sqlite3.Connection, group: str, event_id: str, now: float) -> bool:
@@ -571,10 +561,7 @@ class SqliteIdempotencyStore(_GroupCommitted):
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-        self._unchecked += 1
-        if self._unchecked >= _CHECKPOINT_EVERY:
-            self._unchecked = 0
-            self._checkpoint()
+        self._marked(1)
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
@@ -618,7 +605,7 @@ class SqliteIdempotencyStore(_GroupCommitted):
             except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._rollback(conn)
-                if isinstance(exc, sqlite3.DatabaseError) and _DATABASE_WIDE.search(str(exc)):
+                if is_database_wide(exc):
                     # the handler's own write met the database's trouble (a full disk, a lock held elsewhere):
                     # the store's failure, not the event's, so the event must not count it as an attempt
                     raise self._error(exc) from exc
@@ -787,7 +774,6 @@ class PostgresIdempotencyStore(_GroupCommitted):
             "WHERE p.processed_at <= %s RETURNING 1"
         )
         self._claim_forever_sql = insert + sql.SQL("ON CONFLICT (grp, event_id) DO NOTHING RETURNING 1")
-        self._seen_sql = sql.SQL("SELECT processed_at FROM {} WHERE grp = %s AND event_id = %s").format(t)
         # the batched forms (see _Batcher): arrays in, one statement for many events
         self._seen_many_sql = sql.SQL(
             "SELECT grp, event_id, processed_at FROM {} "
@@ -815,6 +801,8 @@ class PostgresIdempotencyStore(_GroupCommitted):
         )
 
     async def start(self) -> None:
+        if self._started:  # every batch calls this: no lock needed to see it
+            return
         async with self._start_lock:
             if self._started:
                 return
