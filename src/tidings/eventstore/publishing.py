@@ -39,6 +39,7 @@ from tidings.errors import describe_error
 from tidings.events.codec import payload_body, payload_headers
 from tidings.events.envelope import Envelope, uuid7
 from tidings.eventstore.base import ANY, EventStore, NewEvent, RecordedEvent, StreamMetadata
+from tidings.reliability.retry import RetryPolicy
 
 log = logging.getLogger("tidings.eventstore.publishing")
 CHECKPOINT = "$relay-checkpoint"
@@ -63,6 +64,7 @@ class LogRelay:
         self.event_types = list(event_types) if event_types is not None else None
         self.batch = batch
         self.backoff = backoff
+        self._backoff = RetryPolicy(base_delay=backoff[0], max_delay=backoff[1], jitter=0.5)
         self.stream = f"$relay-{name}"
         #: events published (confirmed by the broker) by this relay object
         self.sent = 0
@@ -100,8 +102,7 @@ class LogRelay:
                 raise  # a stored event the contract refuses: retrying cannot mend it
             except Exception as exc:
                 failures += 1
-                first, longest = self.backoff
-                delay = min(longest, first * 2 ** (failures - 1)) * (0.5 + random.random() / 2)
+                delay = self._backoff.delay(failures, random.random())
                 log.warning("log relay %s: %s; again in %.2f s", self.name, describe_error(exc), delay)
                 await _wait(stop, delay)
                 continue

@@ -91,6 +91,7 @@ from tidings.dburl import sqlite_file
 from tidings.errors import TidingsError, UsageError
 from tidings.lifecycle import Service
 from tidings.redact import redact_url
+from tidings.reliability.retry import RetryPolicy
 
 if TYPE_CHECKING:
     import psycopg
@@ -766,6 +767,9 @@ class OutboxRelay(Service):
         self.batch = batch
         self.poll_interval = poll_interval
         self.backoff = (float(backoff[0]), float(backoff[1]))
+        # the consumers' retry schedule, "equal jitter": at least half the ceiling, so relays that failed
+        # together do not retry in step
+        self._backoff = RetryPolicy(base_delay=self.backoff[0], max_delay=self.backoff[1], jitter=0.5)
         self.lease_seconds = lease_seconds
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         #: rows marked sent by this relay since it was made
@@ -924,10 +928,7 @@ class OutboxRelay(Service):
                 await _sleep(stop, self.poll_interval)
 
     def _delay(self, failures: int) -> float:
-        first, longest = self.backoff
-        ceiling = min(longest, first * 2 ** min(failures - 1, 60))
-        # "equal jitter": at least half the ceiling, so relays that failed together do not retry in step
-        return random.uniform(ceiling / 2, ceiling)
+        return self._backoff.delay(failures, random.random())
 
     def _explain(self, exc: Exception) -> str:
         if isinstance(exc, OutboxError):
