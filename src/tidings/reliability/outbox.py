@@ -387,21 +387,24 @@ class Outbox:
         _dialect(conn, kind)  # an unbound session, or a database no relay reads, says so here
         return sqlalchemy.text(self._insert["named"]), dict(zip(_COLUMNS, row, strict=True))
 
+    def _ddl_for(self, conn: Any, kind: str) -> list[Any]:
+        """The table's statements for ``conn``'s database, as its driver takes them (sync or async alike)."""
+        statements = _ddl(self.table, _dialect(conn, kind))
+        if kind != "sqlalchemy":
+            return list(statements)
+        import sqlalchemy
+
+        return [sqlalchemy.text(statement) for statement in statements]
+
     def create_table(self, conn: Any) -> None:
         """Create the outbox table and its index if missing, through ``conn`` (commit afterwards: it runs in
         the caller's transaction, like :meth:`add`; sqlite3 in its default mode runs it at once)."""
         kind = _kind(conn)
         if inspect.iscoroutinefunction(getattr(conn, "execute", None)):
             raise UsageError("this connection is asynchronous: use `await outbox.create_table_async(conn)`")
-        statements = _ddl(self.table, _dialect(conn, kind))
         try:
-            for statement in statements:
-                if kind == "sqlalchemy":
-                    import sqlalchemy
-
-                    conn.execute(sqlalchemy.text(statement))
-                else:
-                    conn.execute(statement)
+            for statement in self._ddl_for(conn, kind):
+                conn.execute(statement)
         except _database_errors(kind) as exc:
             raise _failure(_describe(conn, kind), f"creating {self.table}", exc) from exc
 
@@ -411,15 +414,9 @@ class Outbox:
         if not inspect.iscoroutinefunction(getattr(conn, "execute", None)):
             self.create_table(conn)
             return
-        statements = _ddl(self.table, _dialect(conn, kind))
         try:
-            for statement in statements:
-                if kind == "sqlalchemy":
-                    import sqlalchemy
-
-                    await conn.execute(sqlalchemy.text(statement))
-                else:
-                    await conn.execute(statement)
+            for statement in self._ddl_for(conn, kind):
+                await conn.execute(statement)
         except _database_errors(kind) as exc:
             raise _failure(_describe(conn, kind), f"creating {self.table}", exc) from exc
 
