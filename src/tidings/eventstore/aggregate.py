@@ -59,13 +59,11 @@ from tidings.errors import TidingsError, UsageError
 from tidings.events.envelope import uuid7
 from tidings.events.event import Event
 from tidings.eventstore.base import (
-    ANY,
     NO_STREAM,
     EventStore,
     ExpectedVersion,
     NewEvent,
     RecordedEvent,
-    StreamMetadata,
 )
 from tidings.eventstore.publishing import stored_message
 from tidings.eventstore.shredding import Shredder, personal_fields
@@ -213,6 +211,18 @@ class Upcasters:
             data = fn(data)
         return version, data
 
+    def read_as(self, model: type[E], recorded: RecordedEvent, data: dict[str, Any], *, fix: str = "") -> E:
+        """``data`` (``recorded``'s body, parsed) upcast to ``model``'s version and validated as ``model``;
+        ``fix``: where to register the missing upcaster, for the error."""
+        version, body = self.upcast(recorded.event_type, recorded.schema_version, data)
+        if version != model.event_version():
+            raise UsageError(
+                f"{recorded.event_type!r} {recorded.schema_version} (stream {recorded.stream_id!r}, version "
+                f"{recorded.version}) cannot be read as {model.__name__} {model.event_version()}: register an "
+                f"upcaster from {version}{fix}"
+            )
+        return model.model_validate(body)
+
 
 class Repository:
     """Loads aggregates from an :class:`~tidings.eventstore.base.EventStore` and saves what they recorded.
@@ -305,9 +315,7 @@ class Repository:
             state = await self.shredder.encrypt(aggregate.id, state, personal_fields(cls))
         body = {"version": aggregate.version, "state": state}
         event = NewEvent(uuid7(), cls.snapshot_type(), orjson.dumps(body), b"{}", cls.__snapshot_version__)
-        written = await self.store.append(snapshot_stream, [event], expected_version=ANY)
-        if written.first_version == 1:  # a new snapshot stream: only its newest snapshot is worth keeping
-            await self.store.set_stream_metadata(snapshot_stream, StreamMetadata(max_count=1))
+        await self.store.append_latest(snapshot_stream, event)  # only the newest snapshot is worth keeping
 
     async def _from_snapshot(self, cls: type[A], id: str, stream: str) -> A | None:
         newest = await self.store.read_stream(f"{SNAPSHOT}-{stream}", backwards=True, limit=1)
@@ -338,16 +346,8 @@ class Repository:
                 f"{cls.__name__} cannot apply {recorded.event_type!r} (stream {recorded.stream_id!r}, version "
                 f"{recorded.version}): add a @when method for it"
             )
-        event_class = found[0]
         body = orjson.loads(recorded.data) if data is None else data
-        version, body = self.upcasters.upcast(recorded.event_type, recorded.schema_version, body)
-        if version != event_class.event_version():
-            raise UsageError(
-                f"{recorded.event_type!r} {recorded.schema_version} (stream {recorded.stream_id!r}, version "
-                f"{recorded.version}) cannot be read as {event_class.__name__} {event_class.event_version()}: "
-                f"register an upcaster from {version}"
-            )
-        return event_class.model_validate(body)
+        return self.upcasters.read_as(found[0], recorded, body)
 
 
 __all__ = [

@@ -289,6 +289,13 @@ class EventStore(Service):
     @abc.abstractmethod
     async def stats(self) -> StoreStats: ...
 
+    async def append_latest(self, stream_id: str, event: NewEvent) -> None:
+        """Append ``event`` to a stream that keeps only its newest event (a snapshot, a checkpoint): the
+        stream gets ``max_count=1`` when it is created, and a scavenge drops the older ones."""
+        written = await self.append(stream_id, [event], expected_version=ANY)
+        if written.first_version == 1:
+            await self.set_stream_metadata(stream_id, StreamMetadata(max_count=1))
+
 
 __all__ = [
     "ANY",

@@ -185,16 +185,10 @@ class Projection:
 
     def decode(self, model: type[Event], event: RecordedEvent) -> Event:
         """The stored event as ``model``: upcast to the model's version, then validated."""
-        data: dict[str, Any] = orjson.loads(event.data)
-        version = event.schema_version
-        if self.upcasters is not None:
-            version, data = self.upcasters.upcast(event.event_type, version, data)
-        if version != model.event_version():
-            raise UsageError(
-                f"{event.event_type!r} {event.schema_version} cannot be read as {model.__name__} "
-                f"{model.event_version()}: register an upcaster from {version} in {type(self).__name__}.upcasters"
-            )
-        return model.model_validate(data)
+        from tidings.eventstore.aggregate import Upcasters
+
+        upcasters = self.upcasters if self.upcasters is not None else Upcasters()
+        return upcasters.read_as(model, event, orjson.loads(event.data), fix=f" in {type(self).__name__}.upcasters")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={getattr(self, 'name', None)!r})"

@@ -38,7 +38,7 @@ from tidings.brokers.base import Message
 from tidings.errors import describe_error
 from tidings.events.codec import payload_body, payload_headers
 from tidings.events.envelope import Envelope, uuid7
-from tidings.eventstore.base import ANY, EventStore, NewEvent, RecordedEvent, StreamMetadata
+from tidings.eventstore.base import EventStore, NewEvent, RecordedEvent
 from tidings.reliability.retry import RetryPolicy
 
 log = logging.getLogger("tidings.eventstore.publishing")
@@ -68,6 +68,8 @@ class LogRelay:
         self.stream = f"$relay-{name}"
         #: events published (confirmed by the broker) by this relay object
         self.sent = 0
+        #: the checkpoint as this relay last read or wrote it (None: read it from the store)
+        self._position: int | None = None
 
     async def checkpoint(self) -> int:
         """The last position the broker confirmed (0: none yet)."""
@@ -76,7 +78,7 @@ class LogRelay:
 
     async def relay_once(self) -> int:
         """Publish the next batch after the checkpoint; how many events it held (0: the relay is caught up)."""
-        position = await self.checkpoint()
+        position = self._position if self._position is not None else await self.checkpoint()
         events = await self.store.read_all(from_position=position, limit=self.batch, event_types=self.event_types)
         chosen = [e for e in events if not e.event_type.startswith("$")]
         if chosen:
@@ -124,10 +126,8 @@ class LogRelay:
 
     async def _save_checkpoint(self, position: int) -> None:
         data = orjson.dumps({"position": position})
-        checkpoint = NewEvent(uuid7(), CHECKPOINT, data)
-        written = await self.store.append(self.stream, [checkpoint], expected_version=ANY)
-        if written.first_version == 1:
-            await self.store.set_stream_metadata(self.stream, StreamMetadata(max_count=1))
+        await self.store.append_latest(self.stream, NewEvent(uuid7(), CHECKPOINT, data))
+        self._position = position
 
 
 def stored_message(
