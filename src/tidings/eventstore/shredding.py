@@ -88,6 +88,7 @@ from pydantic import BaseModel, GetCoreSchemaHandler
 from pydantic_core import CoreSchema
 
 from tidings.errors import TidingsError, UsageError, one_line
+from tidings.pgpool import ConnectionPool
 from tidings.redact import redact_url
 
 if TYPE_CHECKING:
@@ -658,8 +659,8 @@ class PostgresKeyStore(_CachedKeyStore):
         self.dsn = dsn
         self.table = table
         self.connect_timeout = connect_timeout
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
+        # one connection: the statements of a store take turns on it (a failed one drops it, the next makes another)
+        self._pool = ConnectionPool(dsn, size=1, connect_timeout=connect_timeout, error=self._error)
         self._started = False
         # composed with Identifier: the table's name is quoted, never pasted into the SQL
         t = sql.Identifier(*parts)
@@ -688,31 +689,21 @@ class PostgresKeyStore(_CachedKeyStore):
         return f"PostgreSQL key store {self.table!r} at {redact_url(self.dsn)}"
 
     def _error(self, exc: BaseException) -> KeyStoreError:
-        return KeyStoreError(f"{self._where()}: {redact_url(one_line(exc))}")
-
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = await self._psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout))
-            )
-        if not self._started:
-            async with self._conn.transaction():
-                # CREATE TABLE IF NOT EXISTS is not safe against itself: stores starting together take turns
-                await self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tidings:{self.table}",))
-                await self._conn.execute(self._create_table_sql)
-            self._started = True
-        return self._conn
+        message = f"{self._where()}: {redact_url(one_line(exc))}"
+        if isinstance(exc, self._psycopg.OperationalError):
+            message += "; check that PostgreSQL is running and that the DSN (host, port, user, database) is right"
+        return KeyStoreError(message)
 
     async def _run(self, fn: Callable[[psycopg.AsyncConnection[Any]], typing.Awaitable[T]]) -> T:
-        async with self._lock:
-            try:
-                return await fn(await self._connection())
-            except self._psycopg.Error as exc:
-                conn, self._conn = self._conn, None
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-                raise self._error(exc) from exc
+        if not self._started:
+            self._pool.reopen()
+            await self._pool.create(self.table, [self._create_table_sql])  # (errors come as KeyStoreError)
+            self._started = True
+        try:
+            async with self._pool.connection() as conn:
+                return await fn(conn)
+        except self._psycopg.Error as exc:
+            raise self._error(exc) from exc
 
     async def _fetch(self, subjects: list[str]) -> dict[str, bytes | None]:
         async def fetch(conn: psycopg.AsyncConnection[Any]) -> list[tuple[str, Any]]:
@@ -745,13 +736,9 @@ class PostgresKeyStore(_CachedKeyStore):
         return await self._run(erase)
 
     async def close(self) -> None:
-        async with self._lock:
-            conn, self._conn = self._conn, None
-            self._started = False
-            self._cache.clear()
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+        self._started = False
+        self._cache.clear()
+        await self._pool.close()
 
 
 # --- encrypting and decrypting ----------------------------------------------------------------------------------
