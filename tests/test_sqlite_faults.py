@@ -22,6 +22,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import sqlite3
 import struct
@@ -30,6 +31,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -346,7 +348,7 @@ async def test_a_locked_broker_file_refuses_publishes_in_one_line_and_works_once
         waited = time.monotonic() - started
         errors = [one_line(exc) for exc in outcomes if isinstance(exc, BaseException)]
         assert len(errors) == 4, outcomes
-        assert all(error == f"sqlite broker {db}: database is locked" for error in errors)
+        assert all(error.startswith(f"sqlite broker {db}: database is locked; another connection") for error in errors)
         assert scalar(db, "SELECT count(*) FROM tidings_log") == 3  # nothing half-written
         claims_refused = tracebacks(caplog)
 
@@ -382,7 +384,7 @@ async def test_a_full_disk_refuses_broker_publishes_in_one_line_and_works_once_s
             await publish_refused(broker.publish(messages(5, 1)[0])),
             await publish_refused(broker.publish_many(messages(6, 40, size=4000))),
         ]
-        assert all(error == f"sqlite broker {db}: database or disk is full" for error in errors)
+        assert all(error.startswith(f"sqlite broker {db}: database or disk is full; the disk") for error in errors)
         assert scalar(db, "SELECT count(*) FROM tidings_log") == 5  # the batch of 40: none of it
         await asyncio.sleep(0.2)
         assert len(receiver.got) == 5
@@ -413,9 +415,11 @@ async def test_an_io_error_under_the_broker_is_one_line_and_a_reopened_broker_ca
             await publish_refused(broker.publish(messages(5, 1)[0])),
             await publish_refused(broker.publish_many(messages(6, 3))),
         ]
-    assert errors[0] == f"sqlite broker {db}: disk I/O error"
+    assert errors[0].startswith(f"sqlite broker {db}: disk I/O error; check")
     # the later ones read pages the dead disk cannot give back: SQLite calls that "malformed" (it is not: see below)
-    assert errors[1] in (f"sqlite broker {db}: disk I/O error", f"sqlite broker {db}: database disk image is malformed")
+    assert errors[1].startswith(
+        (f"sqlite broker {db}: disk I/O error; check", f"sqlite broker {db}: database disk image is malformed; ")
+    )
 
     failing_disk.repair()
     assert scalar(db, "PRAGMA integrity_check") == "ok"
@@ -450,13 +454,14 @@ class Inbox:
         self.attempts: list[int] = []
         self.effects_before_failure: Counter[str] = Counter()
         payload = b"p" * effect_size
+        self.retry = RetryPolicy(3, base_delay=0.05, max_delay=0.1)
 
         @self.app.subscriber(
             "fault.paid",
             group="billing",
             idempotency=self.store,
             inbox=True,
-            retry=RetryPolicy(3, base_delay=0.05, max_delay=0.1),
+            retry=self.retry,
         )
         async def charge(event: Paid, context: EventContext) -> None:
             self.attempts.append(context.attempt)
@@ -497,17 +502,70 @@ def store_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return found
 
 
-async def test_a_locked_store_nacks_rather_than_acks_and_applies_each_event_once_after(
-    tmp_path: Path, holders: Callable[[Path], LockHolder], caplog: pytest.LogCaptureFixture
+@dataclass
+class StoreFault:
+    """What makes the inbox store at ``store_db`` fail, what clears it, and what the store says meanwhile."""
+
+    name: str
+    store_db: Path
+    inject: Callable[[], Awaitable[None]]
+    remove: Callable[[], Awaitable[None]]
+    says: str  # a regular expression the store's one-line error matches
+    handler_starts: bool  # whether the handler runs (to be rolled back) under the fault
+    busy_timeout: float = 5.0
+
+
+@pytest.fixture(params=["locked", "disk full"], ids=["locked", "disk-full"])
+def store_fault(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFault:
+    if request.param == "locked":
+        make_holder: Callable[[Path], LockHolder] = request.getfixturevalue("holders")
+        store_db = tmp_path / "inbox.db"
+        holder: list[LockHolder] = []
+
+        async def lock() -> None:
+            holder.append(make_holder(store_db))
+            await holder[0].lock()
+
+        async def unlock() -> None:
+            await holder[0].unlock()
+
+        return StoreFault(
+            "locked",
+            store_db,
+            lock,
+            unlock,
+            says="database is locked; another connection or process held the write lock for longer than busy_timeout",
+            handler_starts=False,  # BEGIN IMMEDIATE is the first thing: the handler does not even start
+            busy_timeout=0.2,
+        )
+    disk: SmallDisk = request.getfixturevalue("small_disk")
+
+    async def fill() -> None:
+        disk.fill()
+
+    async def clear() -> None:
+        disk.clear()
+
+    return StoreFault(
+        "disk full",
+        disk.root / "inbox.db",
+        fill,
+        clear,
+        says=r"database or disk is full; the disk \(or the file system's quota\) is full: free some space$",
+        handler_starts=True,  # the commit fails: the handler's write is rolled back
+    )
+
+
+async def test_a_failing_store_nacks_rather_than_acks_and_applies_each_event_once_after(
+    tmp_path: Path, store_fault: StoreFault, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store_db = tmp_path / "inbox.db"
-    async with Inbox(tmp_path / "broker.db", store_db, busy_timeout=0.2) as inbox:
-        first = await inbox.publish(0, 2)
-        await until(lambda: len(inbox.effects()) == 2, "the first effects")
-        holder = holders(store_db)
-        await holder.lock()
-        held = await inbox.publish(2, 3)
-        await until(lambda: min((a for _, a in inbox.unsettled()), default=0) >= 2, "redeliveries under the lock")
+    fault = store_fault
+    async with Inbox(tmp_path / "broker.db", fault.store_db, busy_timeout=fault.busy_timeout) as inbox:
+        first = await inbox.publish(0, 3)
+        await until(lambda: len(inbox.effects()) == 3, "the first effects")
+        await fault.inject()
+        held = await inbox.publish(3, 3)
+        await until(lambda: min((a for _, a in inbox.unsettled()), default=0) >= 3, f"redeliveries ({fault.name})")
         unsettled = inbox.unsettled()
         assert len(unsettled) == 3  # not acknowledged
         assert set(inbox.effects()) == set(first)  # not applied
@@ -515,58 +573,23 @@ async def test_a_locked_store_nacks_rather_than_acks_and_applies_each_event_once
         with pytest.raises(StoreError) as caught:
             await inbox.store.mark("billing", "a-probe")  # a write (in WAL mode reads pass a write lock)
         error = one_line(caught.value)
-        assert "database is locked; another connection held the write lock longer than busy_timeout" in error
-        attempts_under_lock = len(inbox.attempts) - 2
-        await holder.unlock()
+        assert re.search(fault.says, error), error
+        handler_runs = len(inbox.attempts) - len(first)
+        await fault.remove()
         await until(lambda: not inbox.unsettled(), "every delivery acknowledged")
         await asyncio.sleep(0.1)
     effects = inbox.effects()
     assert effects == Counter(dict.fromkeys(first + held, 1))
     logged = store_errors(caplog)
     assert logged
-    assert all("database is locked" in line for line in logged)
+    reason = fault.says.split(";")[0]
+    assert all(reason in line for line in logged)
     print(
-        f"\nstore locked: {len(held)} events nacked {len(logged)} times (handler never ran: {attempts_under_lock} "
-        f"handler calls), max attempt {max(a for _, a in unsettled)}, 0 acked, 0 dead letters; after release "
-        f"{len(effects)} effects, each once, {inbox.duplicates} duplicates absorbed"
+        f"\nstore {fault.name}: {len(held)} events nacked {len(logged)} times ({handler_runs} handler runs rolled "
+        f"back), max attempt {max(a for _, a in unsettled)}, 0 acked, 0 dead letters; after clearing {len(effects)} "
+        f"effects, each once, {inbox.duplicates} duplicates absorbed"
     )
-    assert attempts_under_lock == 0  # BEGIN IMMEDIATE is the first thing: the handler does not even start
-
-
-async def test_a_full_store_disk_nacks_rather_than_acks_and_applies_each_event_once_after(
-    tmp_path: Path, small_disk: SmallDisk, caplog: pytest.LogCaptureFixture
-) -> None:
-    store_db = small_disk.root / "inbox.db"
-    async with Inbox(tmp_path / "broker.db", store_db) as inbox:
-        first = await inbox.publish(0, 3)
-        await until(lambda: len(inbox.effects()) == 3, "the first effects")
-        small_disk.fill()
-        held = await inbox.publish(3, 3)
-        await until(lambda: min((a for _, a in inbox.unsettled()), default=0) >= 3, "redeliveries on the full disk")
-        unsettled = inbox.unsettled()
-        assert len(unsettled) == 3
-        assert set(inbox.effects()) == set(first)
-        assert await inbox.app.broker.dead_letters() == []
-        with pytest.raises(StoreError) as caught:
-            await inbox.store.mark("billing", "some-event")
-        error = one_line(caught.value)
-        assert error.endswith(
-            "database or disk is full; check that the path is a SQLite database on a writable disk with free space"
-        )
-        handler_calls = len(inbox.attempts) - 3
-        small_disk.clear()
-        await until(lambda: not inbox.unsettled(), "every delivery acknowledged")
-        await asyncio.sleep(0.1)
-    effects = inbox.effects()
-    assert effects == Counter(dict.fromkeys(first + held, 1))
-    logged = store_errors(caplog)
-    assert logged
-    assert all("database or disk is full" in line for line in logged)
-    print(
-        f"\nstore disk full: {len(held)} events nacked {len(logged)} times ({handler_calls} handler runs rolled back), "
-        f"max attempt {max(a for _, a in unsettled)}, 0 acked, 0 dead letters; after freeing {len(effects)} effects, "
-        f"each once"
-    )
+    assert (handler_runs > 0) == fault.handler_starts
 
 
 async def test_a_full_store_disk_met_by_the_handlers_own_write_is_not_dead_lettered(
@@ -578,9 +601,12 @@ async def test_a_full_store_disk_met_by_the_handlers_own_write_is_not_dead_lette
         held = await inbox.publish(0, 1)
         await asyncio.sleep(1.0)
         dead = await inbox.app.broker.dead_letters()
+        attempts_while_full = len(inbox.attempts)
         small_disk.clear()
         await asyncio.sleep(0.5)
     print(f"\nstore disk full in the handler: attempts {inbox.attempts}, dead letters {[d.reason for d in dead]}")
+    # the handler's write failed past the retry policy's last attempt (the disk was full), yet nothing was given up
+    assert attempts_while_full > inbox.retry.max_attempts
     assert dead == []
     assert inbox.effects() == Counter({held[0]: 1})
 
@@ -766,7 +792,9 @@ async def test_a_full_broker_disk_leaves_the_outbox_rows_unsent_and_each_is_deli
         assert await relay.relay_once() == 20
         small_disk.fill()
         errors = [await relay_refused(relay, BrokerError) for _ in range(3)]
-        assert all(error == f"sqlite broker {broker_db}: database or disk is full" for error in errors)
+        assert all(
+            error.startswith(f"sqlite broker {broker_db}: database or disk is full; the disk") for error in errors
+        )
         assert await relay.pending() == 40  # nothing marked
         assert marked_sent(outbox_db) == ids[:20]
         assert event_ids(broker_db) == ids[:20]  # nothing half-published

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from typing import TypeGuard
 
-__all__ = ["is_busy", "is_database_wide", "use_wal"]
+__all__ = ["advice", "is_busy", "is_database_wide", "use_wal"]
 
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 _DATABASE_WIDE = re.compile(r"locked|busy|full|disk I/O|malformed|readonly|unable to open", re.IGNORECASE)
@@ -54,3 +54,22 @@ def is_database_wide(exc: BaseException) -> TypeGuard[sqlite3.DatabaseError]:
     """An error of the database itself (a lock held elsewhere, a full or failing disk, a corrupt or read-only
     file), not of the statement that met it: every other statement would meet it too."""
     return isinstance(exc, sqlite3.DatabaseError) and bool(_DATABASE_WIDE.search(str(exc)))
+
+
+def advice(exc: BaseException, busy_timeout: float) -> str:
+    """What to do about ``exc``, by its SQLite error code: the end of a one-line error."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF if isinstance(exc, sqlite3.Error) else 0
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or (code == 0 and "locked" in str(exc)):
+        return (
+            f"another connection or process held the write lock for longer than busy_timeout ({busy_timeout:g} s): "
+            "retry, raise busy_timeout, or keep other writers' transactions short"
+        )
+    if code == 13:  # SQLITE_FULL
+        return "the disk (or the file system's quota) is full: free some space"
+    if code == 8:  # SQLITE_READONLY
+        return "check that the file and its folder are writable (SQLite writes -wal and -shm files next to it)"
+    if code in (11, 26):  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return "the file is not a SQLite database or is damaged: check the path"
+    if code == 14:  # SQLITE_CANTOPEN
+        return "check that the folder exists and is writable"
+    return "check that the path is a SQLite database on a local, writable disk with free space"

@@ -107,9 +107,9 @@ from tidings.brokers.base import (
     split_failure_details,
 )
 from tidings.dburl import sqlite_file
-from tidings.errors import UsageError, describe_error
+from tidings.errors import UsageError, describe_error, one_line
 from tidings.redact import redact_url
-from tidings.sqlite_wal import is_database_wide, use_wal
+from tidings.sqlite_wal import advice, is_database_wide, use_wal
 
 logger = logging.getLogger("tidings.brokers.sqlite")
 
@@ -840,7 +840,8 @@ class SqliteBroker(Broker):
         try:
             return await result
         except sqlite3.Error as exc:  # the one place where sqlite3 errors become tidings errors
-            raise BrokerError(f"sqlite broker {self._settings.path}: {exc}") from exc
+            detail = f"{one_line(exc)}; {advice(exc, _BUSY_TIMEOUT)}"
+            raise BrokerError(f"sqlite broker {self._settings.path}: {detail}") from exc
 
     async def _writer_call(self, op: _Op, *, wake: bool = False) -> Any:
         return await self._translated(self._submit(op, wake=wake))

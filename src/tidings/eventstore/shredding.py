@@ -90,6 +90,7 @@ from pydantic_core import CoreSchema
 from tidings.errors import TidingsError, UsageError, one_line
 from tidings.pgpool import ConnectionPool
 from tidings.redact import redact_url
+from tidings.sqlite_wal import advice
 
 if TYPE_CHECKING:
     import psycopg
@@ -541,7 +542,7 @@ class SqliteKeyStore(_CachedKeyStore):
                 if self._conn is not None and self._conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         self._conn.execute("ROLLBACK")
-                raise KeyStoreError(f"{self._where()}: {one_line(str(exc))}") from exc
+                raise KeyStoreError(f"{self._where()}: {one_line(exc)}; {advice(exc, self.busy_timeout)}") from exc
 
         return await asyncio.get_running_loop().run_in_executor(thread, call)
 

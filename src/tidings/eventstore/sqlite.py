@@ -132,7 +132,7 @@ from tidings.eventstore.base import (
     expected_ok,
     judge_retry,
 )
-from tidings.sqlite_wal import is_busy, use_wal
+from tidings.sqlite_wal import advice, is_busy, use_wal
 
 if TYPE_CHECKING:
     from tidings.reliability.outbox import OutboxRows
@@ -275,7 +275,6 @@ _VACUUM_STEP = 2000
 #: memory (the reading ones keep SQLite's default, 2 MiB: reads go through the log and the streams in order)
 _WRITER_CACHE_KIB = 32768
 
-_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 _OP_ERRORS = (EventStoreError, UsageError, ValueError, TypeError, OverflowError)
 _ARGUMENT_ERRORS = (sqlite3.ProgrammingError, sqlite3.InterfaceError)
 
@@ -404,24 +403,7 @@ class SqliteEventStore(EventStore):
     # -- errors --
 
     def _error(self, exc: BaseException) -> EventStoreError:
-        detail = one_line(exc)
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF if isinstance(exc, sqlite3.Error) else 0
-        if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or (code == 0 and "locked" in detail):
-            hint = (
-                f"another connection or process held the write lock for longer than busy_timeout "
-                f"({self.busy_timeout:g} s): retry, raise busy_timeout, or keep other writers' transactions short"
-            )
-        elif code == 13:  # SQLITE_FULL
-            hint = "the disk (or the file system's quota) is full: free some space"
-        elif code == 8:  # SQLITE_READONLY
-            hint = "check that the file and its folder are writable (SQLite writes -wal and -shm files next to it)"
-        elif code in (11, 26):  # SQLITE_CORRUPT, SQLITE_NOTADB
-            hint = "the file is not a SQLite database or is damaged: check the path"
-        elif code == 14:  # SQLITE_CANTOPEN
-            hint = "check that the folder exists and is writable"
-        else:
-            hint = "check that the path is a SQLite database on a local, writable disk with free space"
-        error = EventStoreError(f"SQLite event store {self.path}: {detail}; {hint}")
+        error = EventStoreError(f"SQLite event store {self.path}: {one_line(exc)}; {advice(exc, self.busy_timeout)}")
         error.__cause__ = exc
         return error
 

@@ -59,7 +59,7 @@ from tidings.errors import TidingsError, UsageError, one_line
 from tidings.lifecycle import Service
 from tidings.pgpool import ConnectionPool
 from tidings.redact import redact_url
-from tidings.sqlite_wal import is_busy, is_database_wide, use_wal
+from tidings.sqlite_wal import advice, is_busy, is_database_wide, use_wal
 
 if TYPE_CHECKING:
     import psycopg
@@ -355,15 +355,7 @@ class SqliteIdempotencyStore(_GroupCommitted):
         super().__init__()
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
-        detail = one_line(exc)
-        if "locked" in detail or "busy" in detail:
-            hint = (
-                f"another connection held the write lock longer than busy_timeout ({self.busy_timeout:g} s): "
-                "keep inbox transactions short"
-            )
-        else:
-            hint = "check that the path is a SQLite database on a writable disk with free space"
-        return StoreError(f"SQLite idempotency store {self.path}: {detail}; {hint}")
+        return StoreError(f"SQLite idempotency store {self.path}: {one_line(exc)}; {advice(exc, self.busy_timeout)}")
 
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread=False: the inbox connection is opened on the transaction thread and used by the
