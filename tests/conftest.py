@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -172,26 +176,80 @@ def rabbitmq_url() -> str:
     return RABBITMQ_URL
 
 
+def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str] | None:
+    """Run ``rabbitmqctl ARGS``; None if it is not installed here."""
+    if shutil.which("rabbitmqctl") is None:
+        return None
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@contextlib.contextmanager
+def rabbitmq_vhost_url(url: str, prefix: str) -> Iterator[str]:
+    """``url`` on a virtual host of its own, named ``PREFIX-<random>``, deleted on exit with all it holds.
+
+    Without ``rabbitmqctl`` (or when it cannot add the virtual host: a RabbitMQ elsewhere) it is ``url`` itself,
+    except under ``CI=true``, where that fails the tests (``unavailable``) rather than sharing a virtual host."""
+    from tidings.testing.services import unavailable
+
+    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    made = rabbitmqctl("add_vhost", vhost)
+    if made is None or made.returncode != 0:
+        why = "rabbitmqctl is not installed" if made is None else f"rabbitmqctl add_vhost failed: {made.stderr.strip()}"
+        if os.environ.get("CI") == "true":
+            unavailable(f"no RabbitMQ virtual host of the tests' own: {why}")
+        yield url
+        return
+    try:
+        user = urlsplit(url).username or "guest"
+        permitted = rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        assert permitted is not None
+        assert permitted.returncode == 0, permitted.stderr
+        yield f"{url.rstrip('/')}/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
 @pytest.fixture(scope="session")
 def rabbitmq_vhost(rabbitmq_url: str) -> Iterator[str]:
     """The RabbitMQ URL on a virtual host of its own for this session (deleted at the end with all it holds),
-    so reliability tests leave no queues behind on the shared broker; the plain URL without ``rabbitmqctl``."""
-    import shutil
-    import uuid
+    so reliability tests leave no queues behind on the shared broker (see :func:`rabbitmq_vhost_url`)."""
+    with rabbitmq_vhost_url(rabbitmq_url, "tidings-session") as url:
+        yield url
 
-    def ctl(*args: str) -> bool:
-        if shutil.which("rabbitmqctl") is None:
-            return False
-        return subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60, check=False).returncode == 0
 
-    vhost = f"tidings-session-{uuid.uuid4().hex[:8]}"
-    if not (ctl("add_vhost", vhost) and ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
-        yield rabbitmq_url
-        return
+#: the test PostgreSQL database (trust authentication); each test works in a schema of its own
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def drop_pg_schema(schema: str) -> None:
+    """Drop ``schema`` and all it holds from the test database (nothing if it is not there)."""
+    import psycopg
+
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+
+
+def _pg_schema() -> Iterator[str]:
+    from tidings.testing.services import require
+
+    require("PostgreSQL", "127.0.0.1", 5432)
+    schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
     try:
-        yield f"{rabbitmq_url.rstrip('/')}/{vhost}"
+        yield schema
     finally:
-        ctl("delete_vhost", vhost)
+        drop_pg_schema(schema)
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A fresh schema name on the test PostgreSQL database for this test; the schema dropped (CASCADE) after."""
+    yield from _pg_schema()
+
+
+@pytest.fixture(scope="class")
+def pg_class_schema() -> Iterator[str]:
+    """:func:`pg_schema`, shared by the tests of a class."""
+    yield from _pg_schema()
 
 
 @pytest.fixture(scope="session")

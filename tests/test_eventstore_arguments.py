@@ -12,16 +12,14 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
+from conftest import PG_DSN, drop_pg_schema
 from tidings.eventstore.base import ANY, EventStore, InvalidArgument, NewEvent
 from tidings.eventstore.memory import MemoryEventStore
 from tidings.eventstore.postgres import PostgresEventStore
 from tidings.eventstore.sqlite import SqliteEventStore
 from tidings.testing.services import require
-
-PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -37,11 +35,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     require("PostgreSQL", "127.0.0.1", 5432)
     schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
     try:
-        async with PostgresEventStore(PG, schema=schema) as postgres:
+        async with PostgresEventStore(PG_DSN, schema=schema) as postgres:
             yield postgres
     finally:
-        with psycopg.connect(PG, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+        drop_pg_schema(schema)
 
 
 def event(kind: str = "user.updated", data: object = b"{}") -> NewEvent:

@@ -11,49 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import psycopg
 import pytest
 
-from tidings.app import App, ContractError, EventContext
+from _users import User, UserCreated, collect_users, new_user
+from conftest import PG_DSN, SEED
+from tidings.app import App, ContractError
 from tidings.errors import UsageError
 from tidings.events.event import Event
-from tidings.eventstore.aggregate import Aggregate, Repository, when
+from tidings.eventstore.aggregate import Repository
 from tidings.eventstore.base import EventStore, EventStoreError, WrongExpectedVersion
 from tidings.eventstore.memory import MemoryEventStore
 from tidings.eventstore.postgres import PostgresEventStore
 from tidings.eventstore.sqlite import SqliteEventStore
 from tidings.reliability.outbox import Outbox, OutboxRelay
-from tidings.testing.services import require
-
-SEED = Path(__file__).resolve().parent.parent / "examples" / "user-service.asyncapi.yaml"
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-class UserCreated(Event, type="user.created", version="1.0"):
-    user_id: int
-    email: str
-    name: str
-
-
-class User(Aggregate, prefix="user"):
-    def __init__(self, id: str) -> None:
-        super().__init__(id)
-        self.email = ""
-
-    @when(UserCreated)
-    def _created(self, event: UserCreated) -> None:
-        self.email = event.email
-
-
-def new_user(i: int) -> User:
-    user = User(str(i))
-    user.record(UserCreated(user_id=i, email=f"u{i}@example.com", name="U"))
-    return user
 
 
 class Backend:
@@ -101,17 +75,10 @@ class Backend:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
-        yield Backend("sqlite", str(tmp_path / "store.db"))
-        return
-    require("PostgreSQL", "127.0.0.1", 5432)
-    schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield Backend("postgres", schema)
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as pg:
-            pg.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+        return Backend("sqlite", str(tmp_path / "store.db"))
+    return Backend("postgres", request.getfixturevalue("pg_schema"))
 
 
 @pytest.fixture
@@ -122,14 +89,7 @@ def app(tmp_path: Path) -> App:
 async def test_saved_events_reach_the_broker_through_the_outbox_with_their_stored_ids(
     backend: Backend, app: App
 ) -> None:
-    got: list[tuple[str, int]] = []
-    done = asyncio.Event()
-
-    @app.subscriber("user.created", group="email-service")
-    async def welcome(event: UserCreated, context: EventContext) -> None:
-        got.append((context.envelope.event_id, event.user_id))
-        if len(got) == 12:
-            done.set()
+    got, done = collect_users(app, 12)
 
     async with backend.store() as store, app:
         repository = Repository(store, outbox=Outbox(app, table=backend.table))

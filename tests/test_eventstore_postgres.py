@@ -18,12 +18,13 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 import pytest
 
+from conftest import PG_DSN
 from tidings.errors import UsageError
 from tidings.eventstore.base import (
     ANY,
@@ -39,38 +40,13 @@ from tidings.eventstore.base import (
 )
 from tidings.eventstore.postgres import PostgresEventStore
 from tidings.testing.eventstore_contract import EventStoreContract, batch, new_event
-from tidings.testing.services import free_port, require
-
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _new_schema() -> str:
-    return f"tidings_test_{uuid.uuid4().hex[:12]}"
-
-
-def _drop_schema(schema: str) -> None:
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
-
-
-@pytest.fixture(scope="class")
-def class_schema() -> Iterator[str]:
-    require("PostgreSQL", "127.0.0.1", 5432)
-    schema = _new_schema()
-    try:
-        yield schema
-    finally:
-        _drop_schema(schema)
+from tidings.testing.services import free_port
 
 
 @pytest.fixture
-def schema() -> Iterator[str]:
-    require("PostgreSQL", "127.0.0.1", 5432)
-    name = _new_schema()
-    try:
-        yield name
-    finally:
-        _drop_schema(name)
+def schema(pg_schema: str) -> str:
+    """This file's name for ``pg_schema`` (conftest): a fresh schema, dropped after the test."""
+    return pg_schema
 
 
 class CheckedPathStore(PostgresEventStore):
@@ -83,8 +59,8 @@ class CheckedPathStore(PostgresEventStore):
 
 class TestPostgresEventStore(EventStoreContract):
     @pytest.fixture(autouse=True)
-    def _storage(self, class_schema: str) -> None:
-        self.schema = class_schema
+    def _storage(self, pg_class_schema: str) -> None:
+        self.schema = pg_class_schema
 
     def create_store(self) -> EventStore:
         return PostgresEventStore(PG_DSN, schema=self.schema)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from conftest import PG_DSN
 from tidings.errors import UsageError
 from tidings.reliability.idempotency import (
     IdempotencyStore,
@@ -32,7 +33,6 @@ from tidings.reliability.idempotency import (
 from tidings.testing.services import free_port, require
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT = object()
 
 

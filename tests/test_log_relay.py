@@ -8,48 +8,28 @@ from pathlib import Path
 
 import pytest
 
-from tidings.app import App, ContractError, EventContext
+from _users import User, UserCreated, collect_users, new_user
+from conftest import SEED
+from tidings.app import App, ContractError
 from tidings.events.event import Event
 from tidings.eventstore.aggregate import Aggregate, Repository, when
 from tidings.eventstore.memory import MemoryEventStore
 from tidings.eventstore.publishing import LogRelay
 
-SEED = Path(__file__).resolve().parent.parent / "examples" / "user-service.asyncapi.yaml"
 
-
-class UserCreated(Event, type="user.created", version="1.0"):
-    user_id: int
-    email: str
-    name: str
-
-
-class User(Aggregate, prefix="user", snapshot_every=2):
-    def __init__(self, id: str) -> None:
-        super().__init__(id)
-        self.email = ""
-
-    @when(UserCreated)
-    def _created(self, event: UserCreated) -> None:
-        self.email = event.email
+class SnapshottedUser(User, snapshot_every=2):
+    """A user with a snapshot every two events (``$snapshot:user``, which the relay does not publish)."""
 
 
 async def test_saved_events_are_published_with_their_stored_ids_once_per_checkpoint(tmp_path: Path) -> None:
     store = MemoryEventStore()
     app = App(f"sqlite:///{tmp_path / 'broker.db'}", name="user-service", asyncapi=SEED)
-    got: list[tuple[str, int]] = []
-    done = asyncio.Event()
-
-    @app.subscriber("user.created", group="email-service")
-    async def welcome(event: UserCreated, context: EventContext) -> None:
-        got.append((context.envelope.event_id, event.user_id))
-        if len(got) == 6:
-            done.set()
+    got, done = collect_users(app, 6)
 
     async with store, app:
         repository = Repository(store)
         for i in range(5):
-            user = User(str(i))
-            user.record(UserCreated(user_id=i, email=f"u{i}@example.com", name="U"))
+            user = new_user(i, SnapshottedUser)
             if i == 0:  # two events in one stream: a snapshot ($snapshot) is written too, and not published
                 user.record(UserCreated(user_id=i, email=f"u{i}@example.com", name="U"))
             await repository.save(user)

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -32,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from conftest import RABBITMQ_URL, rabbitmq_vhost_url
 from tidings.app import App, EventContext
 from tidings.brokers.base import BrokerError
 from tidings.events.event import Event
@@ -308,30 +306,14 @@ def cut_and_refuse(proxy: FaultProxy, seconds: float) -> int:
 # -- RabbitMQ --
 
 
-def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str] | None:
-    if shutil.which("rabbitmqctl") is None:
-        return None
-    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False)
-
-
 @pytest.fixture(scope="module")
 def amqp_target() -> Iterator[tuple[str, int, str]]:
     """(host, port, URL path) of RabbitMQ; the path names a virtual host made for this module when it can."""
-    url = urlsplit(os.environ.get("TIDINGS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+    url = urlsplit(RABBITMQ_URL)
     host, port = url.hostname or "127.0.0.1", url.port or 5672
     require("RabbitMQ", host, port)
-    vhost = f"tidings-faults-{uuid.uuid4().hex[:8]}"
-    made = rabbitmqctl("add_vhost", vhost)
-    if made is None or made.returncode != 0:
-        yield host, port, url.path or "/"
-        return
-    try:
-        permitted = rabbitmqctl("set_permissions", "-p", vhost, url.username or "guest", ".*", ".*", ".*")
-        assert permitted is not None
-        assert permitted.returncode == 0, permitted.stderr
-        yield host, port, f"/{vhost}"
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
+    with rabbitmq_vhost_url(RABBITMQ_URL, "tidings-faults") as own:
+        yield host, port, urlsplit(own).path or "/"
 
 
 @contextlib.asynccontextmanager
@@ -340,7 +322,7 @@ async def rabbitmq_through_proxy(
 ) -> AsyncIterator[tuple[FaultProxy, str]]:
     """A proxy in front of RabbitMQ and the URL (own exchange) that connects through it."""
     host, port, path = target
-    base = urlsplit(os.environ.get("TIDINGS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+    base = urlsplit(RABBITMQ_URL)
     async with FaultProxy(host, port) as proxy:
         netloc = f"{base.username or 'guest'}:{base.password or 'guest'}@127.0.0.1:{proxy.port}"
         query = f"exchange={unique('faults')}&reconnect_delay=0.05&reconnect_max_delay=0.5&connect_timeout=5{extra}"

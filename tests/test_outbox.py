@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
+from conftest import PG_DSN
 from tidings.app import App, ContractError, EventContext
 from tidings.brokers.base import Broker, BrokerError, Delivery, Message, broker_from_url
 from tidings.brokers.memory import MemoryBroker
@@ -33,7 +34,6 @@ from tidings.testing.wrap import BrokerWrapper
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "user-service.asyncapi.yaml"
-PG = "postgresql://postgres@127.0.0.1:5432/test"
 RABBIT = "amqp://guest:guest@127.0.0.1:5672/"
 
 
@@ -119,7 +119,7 @@ def pg_table() -> Iterator[str]:
 
     table = f"outbox_{uuid.uuid4().hex[:12]}"
     yield table
-    with psycopg.connect(PG, autocommit=True) as conn:
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_users")
 
 
@@ -235,7 +235,7 @@ async def test_an_event_is_published_if_and_only_if_its_transaction_commits(
     database, write = WRITERS[writer]
     if database == "postgresql":
         table: str = request.getfixturevalue("pg_table")
-        url = PG.replace("postgresql://", "postgresql+psycopg://") if "sqlalchemy" in writer else PG
+        url = PG_DSN.replace("postgresql://", "postgresql+psycopg://") if "sqlalchemy" in writer else PG_DSN
         source = url  # the relay takes SQLAlchemy's URL spelling too
     else:
         table = DEFAULT_TABLE
@@ -299,7 +299,7 @@ async def test_a_connection_that_would_commit_the_event_on_its_own_is_refused(
 
     table = request.getfixturevalue("pg_table")
     outbox = Outbox(make_app(), table=table)
-    with psycopg.connect(PG, autocommit=True) as pg:
+    with psycopg.connect(PG_DSN, autocommit=True) as pg:
         outbox.create_table(pg)
         with pytest.raises(UsageError, match="autocommit mode"):
             outbox.add(pg, user(1))
@@ -499,12 +499,12 @@ async def test_two_relays_on_one_postgres_outbox_never_publish_a_row_twice(pg_ta
     import psycopg
 
     outbox = Outbox(make_app(), table=pg_table)
-    with psycopg.connect(PG) as conn:
+    with psycopg.connect(PG_DSN) as conn:
         outbox.create_table(conn)
         ids = [outbox.add(conn, user(i), key=f"key-{i % 5}").event_id for i in range(1000)]
     broker = MemoryBroker()
     broker.record = True
-    await two_relays_publish_each_row_once(PG, pg_table, ids, broker)
+    await two_relays_publish_each_row_once(PG_DSN, pg_table, ids, broker)
 
 
 # -- RabbitMQ --------------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 import pytest
 
+from conftest import PG_DSN, drop_pg_schema
 from tidings.errors import UsageError
 from tidings.events.event import Event
 from tidings.eventstore.aggregate import Upcasters
@@ -45,7 +46,6 @@ from tidings.eventstore.projection import (
     target_from_url,
 )
 
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 KILL_AT = "TIDINGS_TEST_PROJECTION_KILL_AT"
 USERS = 37
 NAMESPACE = uuid.UUID("6f1d3c1e-8b1a-4c55-9a0e-2f6a0c7e9d11")
@@ -657,25 +657,13 @@ async def test_a_crash_mid_batch_applies_nothing_twice_and_skips_nothing(
 # -- PostgreSQL --
 
 
-def _pg_drop(schema: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
-
-
 @pytest.fixture
-def pg_target() -> Iterator[PostgresTarget]:
-    from tidings.testing.services import require
-
-    require("PostgreSQL", "127.0.0.1", 5432)
-    schema = f"tidings_proj_{uuid.uuid4().hex[:12]}"
-    made = PostgresTarget(PG_DSN, schema=schema, checkpoints=f"checkpoints_{uuid.uuid4().hex[:6]}")
+def pg_target(pg_schema: str) -> Iterator[PostgresTarget]:
+    made = PostgresTarget(PG_DSN, schema=pg_schema, checkpoints=f"checkpoints_{uuid.uuid4().hex[:6]}")
     try:
         yield made
     finally:
         made.close()
-        _pg_drop(schema)
 
 
 def dump_pg(target: PostgresTarget, prefix: str = "") -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -780,7 +768,7 @@ async def test_postgres_store_into_postgres_target(pg_target: PostgresTarget, tm
                 expected = await reference(again, tmp_path)
             assert dump_pg(pg_target) == expected
     finally:
-        _pg_drop(schema)
+        drop_pg_schema(schema)
 
 
 def test_targets_share_the_base() -> None:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar
 import orjson
 import pytest
 
+from conftest import PG_DSN
 from tidings.errors import TidingsError, UsageError
 from tidings.events.event import Event
 from tidings.eventstore.base import NewEvent
@@ -28,8 +29,6 @@ from tidings.eventstore.shredding import (
     personal_fields,
 )
 from tidings.testing.services import require
-
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 class UserRegistered(Event, type="user.registered", version="1.0"):

@@ -218,8 +218,9 @@ print(mode)
 def test_processes_opening_one_new_file_at_the_same_instant_all_get_wal(tmp_path: Path) -> None:
     # The CI failure this guards against: a worker's `PRAGMA journal_mode = WAL` got "database is locked" at
     # once (SQLite does not call the busy handler there) while another process was switching the same new
-    # file. Plain PRAGMA failed about 1 open in 160 on this machine; use_wal retries until its timeout.
-    trials = 60 if BIG else 12
+    # file. Plain PRAGMA failed about 1 open in 160 on this machine; use_wal retries until its timeout. 40 trials
+    # of 8 processes are 320 opens, so a return of that bug would most likely show here (BIG: 480).
+    trials = 60 if BIG else 40
     failures: list[str] = []
     for trial in range(trials):
         path = tmp_path / f"t{trial}.db"
