@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tidings.errors import TidingsError
+from tidings.testing.services import free_port
 
 #: where Debian/Ubuntu and the RPM packages keep the real scripts: their ``/usr/sbin/rabbitmq-server`` is a
 #: wrapper that, run as root, switches to the ``rabbitmq`` user (whose HOME, cookie and files are the shared
@@ -85,13 +86,6 @@ def rabbitmq_scripts() -> Path | None:
         if (folder / "rabbitmq-server").is_file() and (folder / "rabbitmq-env").is_file():
             return folder
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _speaks_amqp(port: int, timeout: float = 1.0) -> bool:
@@ -373,9 +367,9 @@ class RabbitMQNode:
             "log.file.level = info\n"
         )
         if not self.port:
-            self.port = _free_port()
+            self.port = free_port()
         if not self.dist_port:
-            self.dist_port = _free_port()
+            self.dist_port = free_port()
 
     def _environment(self) -> dict[str, str]:
         # the caller's RABBITMQ_* would point this node at the shared one's name, files or ports

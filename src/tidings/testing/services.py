@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
-import pytest
-
 
 def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
@@ -39,6 +37,8 @@ def require(name: str, host: str, port: int) -> None:
 
 def unavailable(message: str) -> NoReturn:
     """Skip the test for want of a service or tool; under ``CI=true``, fail it (see the module docstring)."""
+    import pytest  # here: the rest of this module serves code that runs without pytest (rabbitmq_node)
+
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI=true: services must be up; see .ci/run)", pytrace=False)
     pytest.skip(message)
