@@ -155,7 +155,21 @@ def check_append(stream_id: str, events: Sequence[NewEvent], expected: ExpectedV
             f"stream {stream_id!r}: expected_version must be ANY, NO_STREAM, STREAM_EXISTS or a version >= 0, "
             f"not {expected!r}"
         )
-    for index, event in enumerate(events):
+    for event in events:  # the common case first, cheaply (about 0.1 µs an event: appends are a hot path)
+        if type(event) is not NewEvent:
+            break
+        event_id, event_type, data, metadata, schema_version = event
+        if not (
+            type(event_id) is str
+            and type(event_type) is str
+            and type(data) is bytes
+            and type(metadata) is bytes
+            and type(schema_version) is str
+        ):
+            break
+    else:
+        return
+    for index, event in enumerate(events):  # which one is wrong, and how
         if not isinstance(event, NewEvent):
             raise InvalidArgument(f"stream {stream_id!r}: event {index} is a {type(event).__name__}, not a NewEvent")
         for (name, kind), value in zip(_FIELD_TYPES, event, strict=True):
